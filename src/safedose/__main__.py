@@ -1,0 +1,3 @@
+from safedose.cli import run
+
+run()

@@ -1,0 +1,166 @@
+"""The `safedose` command: a thin typer layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from safedose.errors import SafedoseError
+
+app = typer.Typer(help="Safety-tune instruction-following LLMs and measure the price.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: list, show, fetch and mix.", no_args_is_help=True)
+models_app = typer.Typer(help="Models: the embedded default and its preparation.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console()
+
+
+@data_app.command("list")
+def data_list(verify: bool = typer.Option(True, help="Check every file's sha256.")) -> None:
+    """Every registered dataset: kind, rows, licence, and where it resolved (or why not)."""
+    from safedose.data import DATASETS, load_any, resolve
+    from safedose.paths import data_root
+
+    root = data_root()
+    table = Table(title=f"datasets under {escape(str(root))}")
+    for column in ("name", "kind", "rows", "licence", "resolved"):
+        table.add_column(column)
+    for name in DATASETS:
+        spec = DATASETS.get(name)
+        res = resolve(spec, root, verify=verify)
+        rows, status = str(spec.rows), res.status
+        if res.ok:
+            n = len(load_any(spec))
+            rows = str(n) if n == spec.rows else f"{n} (expected {spec.rows})"
+            where = spec.files[0].path if len(spec.files) == 1 else f"{len(spec.files)} files"
+            status = f"ok: {where}"
+        table.add_row(name, spec.kind, rows, escape(spec.licence), escape(status))
+    console.print(table)
+
+
+@data_app.command("show")
+def data_show(name: str, n: int = typer.Option(3, "--n", help="How many records to print.")) -> None:
+    """The definition of a dataset and its first records (a registered name, a file or hf:<id>)."""
+    from safedose.data import DATASETS, load_any, load_raw
+
+    if name in DATASETS:
+        spec = DATASETS.get(name)
+        console.print(f"[bold]{escape(name)}[/] ({spec.kind}, {spec.rows} rows, {escape(spec.licence)})")
+        console.print(escape(spec.description))
+        console.print(f"upstream: {escape(spec.upstream)}")
+        for f in spec.files[:5]:
+            console.print(f"  {escape(f.path)}  sha256 {f.sha256[:16]}…")
+        if len(spec.files) > 5:
+            console.print(f"  … and {len(spec.files) - 5} more files")
+        records = load_any(spec)
+    else:
+        records = load_raw(name)
+    for record in records[:n]:
+        row = record if isinstance(record, dict) else record.model_dump(exclude_none=True)
+        console.print_json(json.dumps(row, ensure_ascii=False))
+
+
+@data_app.command("fetch")
+def data_fetch(name: str, force: bool = typer.Option(False, help="Download even if present.")) -> None:
+    """Download a dataset's upstream files into the data root and verify their sha256."""
+    from safedose.data import fetch
+
+    for path in fetch(name, force=force):
+        console.print(f"ok {escape(str(path))}")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SafedoseError(f"--n expects comma-separated integers, got {text!r}") from None
+
+
+@data_app.command("mix")
+def data_mix(
+    base: str = typer.Option(..., help="Base pool: a registered name, a file, or hf:<id>."),
+    base_size: int = typer.Option(..., help="Base rows in every dose."),
+    safety: str = typer.Option("saferpaca-safety", help="Safety pool: a registered name, a file, or hf:<id>."),
+    n: str = typer.Option(..., "--n", help="Doses, comma-separated, e.g. 0,100,500."),
+    out: Path = typer.Option(..., help="Output directory."),
+    format: str = typer.Option("instruction", help="Safety data format."),
+    seed: int = typer.Option(0),
+    val_size: int = typer.Option(200, help="Validation rows, drawn once from the base pool."),
+    max_tokens: int | None = typer.Option(None, help="Drop rows longer than this under the model's tokenizer."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for --max-tokens."),
+    eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
+) -> None:
+    """Mix exactly N safety rows into the same base sample for each dose N."""
+    from safedose.data import mix
+
+    result = mix(
+        base=base,
+        base_size=base_size,
+        safety=safety,
+        doses=_ints(n),
+        out=out,
+        seed=seed,
+        val_size=val_size,
+        format=format,
+        max_tokens=max_tokens,
+        tokenizer=model,
+        eval_sets=eval_set or None,
+    )
+    for name in result.files:
+        console.print(f"wrote {escape(str(result.out / name))}")
+    dropped = result.datasheet["dropped"]
+    console.print(f"dropped: {escape(json.dumps(dropped))}; datasheet: {escape(str(result.out / 'datasheet.json'))}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The embedded models and whether they are prepared."""
+    from safedose.models import EMBEDDED, is_prepared, prepared_dir
+
+    table = Table()
+    for column in ("name", "description", "prepared"):
+        table.add_column(column)
+    for name in EMBEDDED:
+        state = str(prepared_dir(name)) if is_prepared(name) else "no (run `safedose models prepare`)"
+        table.add_row(name, EMBEDDED.get(name).description, escape(state))
+    console.print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(name: str, force: bool = typer.Option(False, help="Convert again.")) -> None:
+    """Convert an embedded model into a local HF model directory in the cache."""
+    from safedose.models import model_hash, prepare
+
+    with console.status(f"preparing {name}"):
+        path = prepare(name, force=force)
+    console.print(f"{escape(name)}: {escape(str(path))} (content hash {model_hash(path)[:16]})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 on success, 2 on bad input."""
+    try:
+        app(args=argv, prog_name="safedose", standalone_mode=False)
+    except SafedoseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Datasets: the registry, loaders for the upstream formats, exact-N mixing and fetching."""
+
+from safedose.data._catalog import CATALOG_VERSION, DATASETS, DataFile, DatasetSpec, Resolution, resolve
+from safedose.data._fetch import fetch
+from safedose.data._mix import FORMATS, MixResult, mix, train_file, val_file
+from safedose.data._overlap import ContaminationIndex, normalize
+from safedose.data._records import EvalPrompt, InstructionRecord, Kind
+from safedose.data._sources import load_any, load_eval_prompts, load_instructions, load_raw
+
+__all__ = [
+    "CATALOG_VERSION",
+    "DATASETS",
+    "FORMATS",
+    "ContaminationIndex",
+    "DataFile",
+    "DatasetSpec",
+    "EvalPrompt",
+    "InstructionRecord",
+    "Kind",
+    "MixResult",
+    "Resolution",
+    "fetch",
+    "load_any",
+    "load_eval_prompts",
+    "load_instructions",
+    "load_raw",
+    "mix",
+    "normalize",
+    "resolve",
+    "train_file",
+    "val_file",
+]

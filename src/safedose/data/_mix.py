@@ -1,0 +1,178 @@
+"""Mix exactly N safety demonstrations into a fixed base sample, for every dose N."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safedose.data._catalog import CATALOG_VERSION, DATASETS
+from safedose.data._overlap import (
+    CONTAMINATION_THRESHOLD,
+    NGRAM,
+    ContaminationIndex,
+    dedup,
+)
+from safedose.data._records import InstructionRecord
+from safedose.data._sources import load_eval_prompts, load_instructions
+from safedose.errors import SafedoseError
+from safedose.files import publish_dir, sha256_file, write_json, write_jsonl
+
+FORMATS = ("instruction",)
+DEFAULT_CONTAMINATION_SETS = "all registered eval-unsafe and eval-safe sets"
+
+
+@dataclass(frozen=True)
+class MixResult:
+    out: Path
+    files: dict[str, str]
+    datasheet: dict[str, Any]
+
+
+def train_file(out: Path, dose: int) -> Path:
+    return out / f"mix-n{dose}.train.jsonl"
+
+
+def val_file(out: Path, dose: int) -> Path:
+    return out / f"mix-n{dose}.val.jsonl"
+
+
+def mix(
+    *,
+    base: str,
+    base_size: int,
+    safety: str,
+    doses: Sequence[int],
+    out: str | Path,
+    seed: int = 0,
+    val_size: int = 200,
+    format: str = "instruction",
+    max_tokens: int | None = None,
+    tokenizer: str = "smollm2-135m-instruct",
+    eval_sets: Sequence[str] | None = None,
+) -> MixResult:
+    """Write `mix-n{N}.train.jsonl` / `.val.jsonl` for every dose N and a `datasheet.json` into `out`.
+
+    Safety rows are nested across doses, base rows and the validation split are shared by all doses,
+    and the same arguments give byte-identical files.
+    """
+    doses = _check_doses(doses)
+    if format not in FORMATS:
+        raise SafedoseError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if base_size < 1 or val_size < 0:
+        raise SafedoseError("--base-size must be at least 1 and --val-size at least 0")
+    if max_tokens is not None and max_tokens < 1:
+        raise SafedoseError("--max-tokens must be at least 1")
+
+    pools = {"safety": load_instructions(safety), "base": load_instructions(base)}
+    dropped: dict[str, Counter[str]] = {name: Counter() for name in pools}
+
+    seen_exact: set[tuple[str, str, str]] = set()
+    seen_prompt: set[str] = set()
+    for name in ("safety", "base"):  # safety first: a base row that repeats a safety row leaves the base pool
+        pools[name], counts = dedup(pools[name], seen_exact=seen_exact, seen_prompt=seen_prompt)
+        dropped[name].update(counts)
+
+    contamination_sets = list(eval_sets) if eval_sets is not None else _default_eval_sets()
+    index = ContaminationIndex(p for s in contamination_sets for p in load_eval_prompts(s))
+    contaminated: dict[str, dict[str, int]] = {}
+    for name in pools:
+        pools[name], by_set = index.filter(pools[name])
+        dropped[name]["contamination"] += sum(by_set.values())
+        contaminated[name] = dict(sorted(by_set.items()))
+
+    if max_tokens is not None:
+        for name in pools:
+            pools[name], n_long = _drop_long(pools[name], max_tokens, tokenizer)
+            dropped[name]["too_long"] += n_long
+
+    base_rows = _shuffled(pools["base"], seed, "base")
+    safety_rows = _shuffled(pools["safety"], seed, "safety")
+    if val_size + base_size > len(base_rows):
+        raise SafedoseError(
+            f"{base}: --base-size {base_size} + --val-size {val_size} is larger than the base pool "
+            f"({len(base_rows)} rows after filtering)"
+        )
+    if doses[-1] > len(safety_rows):
+        raise SafedoseError(
+            f"{safety}: dose {doses[-1]} is larger than the safety pool ({len(safety_rows)} rows after filtering)"
+        )
+    val_rows = base_rows[:val_size]
+    train_base = base_rows[val_size : val_size + base_size]
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    per_dose: dict[str, Any] = {}
+    for dose in doses:
+        rows = _shuffled(train_base + safety_rows[:dose], seed, f"dose-{dose}")
+        write_jsonl(train_file(staging, dose), (r.model_dump() for r in rows))
+        write_jsonl(val_file(staging, dose), (r.model_dump() for r in val_rows))
+        per_dose[str(dose)] = {
+            "train_rows": len(rows),
+            "val_rows": len(val_rows),
+            "by_source": dict(sorted(Counter(r.source for r in rows).items())),
+        }
+    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+    datasheet = {
+        "catalog_version": CATALOG_VERSION,
+        "format": format,
+        "seed": seed,
+        "doses": doses,
+        "base": {"source": base, "size": base_size, "licence": _licence(base)},
+        "safety": {"source": safety, "licence": _licence(safety)},
+        "val": {"size": val_size, "drawn_from": "base pool, once for all doses"},
+        "pool_rows_after_filtering": {name: len(rows) for name, rows in pools.items()},
+        "dropped": {name: dict(sorted(c.items())) for name, c in dropped.items()},
+        "contamination": {
+            "method": f"normalised exact match, or >= {CONTAMINATION_THRESHOLD:.0%} of the eval prompt's "
+            f"word {NGRAM}-grams in the training instruction + input",
+            "eval_sets": contamination_sets,
+            "dropped_by_eval_set": contaminated,
+        },
+        "max_tokens": max_tokens,
+        "tokenizer": tokenizer if max_tokens is not None else None,
+        "per_dose": per_dose,
+        "files": files,
+    }
+    write_json(staging / "datasheet.json", datasheet)
+    publish_dir(staging, out)
+    return MixResult(out=out, files=files, datasheet=datasheet)
+
+
+def _check_doses(doses: Sequence[int]) -> list[int]:
+    if not doses:
+        raise SafedoseError("give at least one dose with --n")
+    if any(d < 0 for d in doses):
+        raise SafedoseError(f"doses must be non-negative, got {list(doses)}")
+    return sorted(set(doses))
+
+
+def _default_eval_sets() -> list[str]:
+    return [n for n in DATASETS if DATASETS.get(n).kind in ("eval-unsafe", "eval-safe")]
+
+
+def _licence(source: str) -> str:
+    return DATASETS.get(source).licence if source in DATASETS else "user-provided"
+
+
+def _shuffled(rows: Sequence[InstructionRecord], seed: int, salt: str) -> list[InstructionRecord]:
+    out = list(rows)
+    random.Random(f"{seed}:{salt}").shuffle(out)
+    return out
+
+
+def _drop_long(rows: list[InstructionRecord], max_tokens: int, tokenizer: str) -> tuple[list[InstructionRecord], int]:
+    from transformers import AutoTokenizer
+
+    from safedose.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
+    texts = ["\n".join(t for t in (r.instruction, r.input, r.output) if t) for r in rows]
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    kept = [r for r, n in zip(rows, lengths, strict=True) if n <= max_tokens]
+    return kept, len(rows) - len(kept)

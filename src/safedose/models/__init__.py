@@ -1,0 +1,15 @@
+"""Models: the embedded default, and resolution of names, paths and HF ids to local directories."""
+
+from safedose.models._embedded import EMBEDDED, EmbeddedModel, gguf_path, is_prepared, prepare, prepared_dir
+from safedose.models._resolve import model_hash, resolve_model
+
+__all__ = [
+    "EMBEDDED",
+    "EmbeddedModel",
+    "gguf_path",
+    "is_prepared",
+    "model_hash",
+    "prepare",
+    "prepared_dir",
+    "resolve_model",
+]
