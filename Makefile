@@ -16,12 +16,12 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy
+	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m ruff format --check src tests
+	$(BIN)/python -m mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/python -m pytest -q
 
 demo: $(BIN)/.installed
 	$(BIN)/safedose models prepare smollm2-135m-instruct
