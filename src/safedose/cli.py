@@ -144,6 +144,22 @@ def models_prepare(name: str, force: bool = typer.Option(False, help="Convert ag
     console.print(f"{escape(name)}: {escape(str(path))} (content hash {model_hash(path)[:16]})")
 
 
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="YAML training config."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. lr=1e-4 lora.r=16"),
+) -> None:
+    """LoRA-tune a model on an instruction file; rerun the same command to resume."""
+    from safedose.train import load_config, train
+
+    result = train(load_config(config, overrides))
+    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f} at step {result.best_step}"
+    console.print(
+        f"adapter: {escape(str(result.output_dir))} ({result.steps} steps, final train loss "
+        f"{result.final_train_loss:.4f}, best val loss {best})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 on success, 2 on bad input."""
     try:

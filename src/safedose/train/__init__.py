@@ -1,0 +1,17 @@
+"""LoRA fine-tuning: the paper's recipe, resumable, one process or many through accelerate."""
+
+from safedose.train._config import LoraSettings, TrainConfig, load_config, parse_config
+from safedose.train._data import Example, length_grouped_batches, tokenize
+from safedose.train._recipe import TrainResult, train
+
+__all__ = [
+    "Example",
+    "LoraSettings",
+    "TrainConfig",
+    "TrainResult",
+    "length_grouped_batches",
+    "load_config",
+    "parse_config",
+    "tokenize",
+    "train",
+]
