@@ -162,3 +162,11 @@ def test_train_cli_reports_bad_config(cli, tmp_path: Path) -> None:  # type: ign
     path.write_text("train_file: [unclosed\n")
     res = cli("train", path)
     assert res.code == 2 and res.err.startswith(f"error: {path}: malformed YAML")
+
+
+@pytest.mark.parametrize("name", ["paper-llama7b.yaml", "smollm2-lora.yaml"])
+def test_shipped_configs_validate_and_start_with_their_command(name: str) -> None:
+    path = Path(__file__).parents[2] / "configs" / name
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and "safedose train configs/" + name in first
+    assert load_config(path).lora.r == 8
