@@ -62,6 +62,7 @@ class CausalLMLoss(nn.Module):
 def train(config: TrainConfig) -> TrainResult:
     """Fine-tune `config.model` with LoRA on `config.train_file`; resumes from the last checkpoint if present."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
@@ -98,6 +99,7 @@ def train(config: TrainConfig) -> TrainResult:
     train_ex, val_ex = encode(train_rows), encode(val_rows)
 
     # 2. Accelerator, model and LoRA.
+    AcceleratorState._reset_state()  # a second train() in one process may use another precision
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.dtype), cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
