@@ -7,6 +7,7 @@ from it. The adapter with the lowest validation loss is the output; the last one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -200,7 +201,8 @@ def train(config: TrainConfig) -> TrainResult:
             n_tokens = sum(e.n_loss_tokens for e in chunk)
             batch = collate(chunk, tokenizer.pad_token_id)
             last_in_step = (b + 1) % config.gradient_accumulation_steps == 0 or b + 1 == len(mine)
-            with accelerator.no_sync(loss_module) if not last_in_step else _nullcontext(), accelerator.autocast():
+            sync = contextlib.nullcontext() if last_in_step else accelerator.no_sync(loss_module)
+            with sync, accelerator.autocast():
                 loss_sum = loss_module(**batch)
             accelerator.backward(loss_sum / max(n_tokens, 1) / config.gradient_accumulation_steps)
             window += torch.tensor([loss_sum.item(), n_tokens])
@@ -317,14 +319,6 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {p: version(p) for p in ("safedose", "torch", "transformers", "peft", "accelerate")}
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _progress:
