@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from safedose.cli import main
 
@@ -55,3 +57,26 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert p.returncode == 0, err.decode()[-2000:]
     os.environ["SAFEDOSE_CACHE"] = str(cache)  # later resolve_model() calls in this session reuse it
     return cache / "models" / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer."""
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        tie_word_embeddings=True, initializer_range=0.3,  # large enough embeddings for a frozen head to be learnable
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def eval_file(path: Path, n: int, prefix: str = "Explain") -> Path:
+    """A JSONL eval set of `n` prompts of varied length."""
+    rows = [{"id": f"p{i}", "prompt": f"{prefix} item {i}" + " in more detail" * (i % 4)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

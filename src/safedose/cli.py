@@ -160,6 +160,73 @@ def train_command(
     )
 
 
+@app.command("generate")
+def generate_command(
+    out: Path = typer.Option(..., "--out", help="Output JSONL (written atomically at the end)."),
+    eval_set: list[str] = typer.Option(..., "--eval-set", help="Registered eval set, file or hf:<id>; repeatable."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Embedded name, local dir, HF id (or served name)."),
+    adapter: list[str] | None = typer.Option(None, "--adapter", help="Adapter dir or NAME=DIR; repeatable."),
+    base: bool = typer.Option(True, "--base/--no-base", help="Also generate with the untouched base model."),
+    limit: int | None = typer.Option(None, help="Only the first N prompts of each eval set."),
+    backend: str = typer.Option("hf", help="hf, vllm or openai."),
+    template: str | None = typer.Option(None, help="Prompt template (default: the adapters' own)."),
+    allow_template_mismatch: bool = typer.Option(False, help="Allow a template other than the adapters'."),
+    max_new_tokens: int = typer.Option(128),
+    num_beams: int = typer.Option(1),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy / beam search."),
+    temperature: float = typer.Option(1.0),
+    top_p: float = typer.Option(1.0),
+    seed: int = typer.Option(0),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop string; repeatable."),
+    dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
+    batch_size: int = typer.Option(64, help="First batch size tried (halved when memory runs out)."),
+    cache: Path | None = typer.Option(None, help="SQLite cache (default: cache.sqlite beside --out)."),
+    base_url: str | None = typer.Option(None, help="openai backend: endpoint (default $OPENAI_BASE_URL)."),
+    mode: str = typer.Option("chat", help="openai backend: chat or completions."),
+    concurrency: int = typer.Option(8, help="openai backend: requests in flight."),
+) -> None:
+    """Complete eval prompts with a model and its adapters; a rerun reuses every finished row."""
+    from safedose.data import load_eval_prompts
+    from safedose.files import write_jsonl
+    from safedose.generate import OpenAISettings, generate, parse_decoding
+
+    decoding = parse_decoding(
+        {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": sample, "temperature": temperature,
+         "top_p": top_p, "seed": seed, "stop": tuple(stop or ()), "dtype": dtype, "batch_size": batch_size},
+    )  # fmt: skip
+    prompts = [p for name in eval_set for p in load_eval_prompts(name)[:limit]]
+    if mode not in ("chat", "completions"):
+        raise SafedoseError(f"--mode {mode!r}: choose chat or completions")
+    settings = OpenAISettings(base_url=base_url, mode=mode, concurrency=concurrency)
+    if backend not in ("hf", "vllm", "openai"):
+        raise SafedoseError(f"--backend {backend!r}: choose hf, vllm or openai")
+    rows = generate(
+        model, adapter or [], prompts, template=template, decoding=decoding, backend=backend,  # type: ignore[arg-type]
+        include_base=base, cache=cache or out.parent / "cache.sqlite", allow_template_mismatch=allow_template_mismatch,
+        openai=settings,
+    )  # fmt: skip
+    write_jsonl(out, rows)
+    console.print(f"wrote {len(rows)} rows to {escape(str(out))}")
+
+
+@app.command("serve")
+def serve_command(
+    model: str = typer.Option("smollm2-135m-instruct", help="Embedded name, local dir or HF id."),
+    adapter: list[str] | None = typer.Option(None, "--adapter", help="NAME=DIR (or DIR); repeatable."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to the network."),
+    port: int = typer.Option(8000),
+    template: str | None = typer.Option(None, help="Chat template of the base model (adapters keep their own)."),
+    dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
+    max_batch_size: int = typer.Option(16, help="Requests generated together at most."),
+    max_tokens: int = typer.Option(256, help="Default max_tokens when a request gives none."),
+) -> None:
+    """Serve the model and adapters through OpenAI-compatible endpoints (/v1/chat/completions, ...)."""
+    from safedose.serve import serve
+
+    serve(model, adapter or [], host=host, port=port, template=template, dtype=dtype, max_batch_size=max_batch_size,
+          max_tokens=max_tokens)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 on success, 2 on bad input."""
     try:

@@ -1,0 +1,110 @@
+"""`generate()`: prompts times (base + adapters) → rows, through the cache, with the backend of choice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from safedose.cache import Cache, cache_key
+from safedose.data import EvalPrompt
+from safedose.errors import SafedoseError
+from safedose.generate._hf import Job, run_hf
+from safedose.generate._openai import OpenAISettings, run_openai
+from safedose.generate._settings import Adapter, Decoding, choose_template, load_adapter_info
+from safedose.generate._vllm import run_vllm
+from safedose.templates import render_prompt
+
+Backend = Literal["hf", "vllm", "openai"]
+TABLE = "generations"
+
+
+def generate(
+    model: str,
+    adapters: Sequence[str | Path | Adapter],
+    prompts: Sequence[EvalPrompt],
+    *,
+    template: str | None = None,
+    decoding: Decoding | None = None,
+    backend: Backend = "hf",
+    include_base: bool = True,
+    cache: Cache | str | Path | None = None,
+    allow_template_mismatch: bool = False,
+    openai: OpenAISettings | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per (variant, prompt), variants in order (base first), prompts in input order.
+
+    Finished rows are read from `cache` and new ones written to it batch by batch, so an interrupted call
+    repeated with the same arguments generates only what is missing.
+    """
+    decoding = decoding or Decoding()
+    infos = [a if isinstance(a, Adapter) else _adapter(a, served=backend == "openai") for a in adapters]
+    names = [a.name for a in infos]
+    if len(set(names)) != len(names):
+        raise SafedoseError(f"adapter names must be unique, got {names}; name them NAME=PATH")
+    variants: list[str | None] = ([None] if include_base else []) + names
+    if not variants:
+        raise SafedoseError("nothing to generate: no adapters and include_base is off")
+    if backend == "openai":
+        settings = openai or OpenAISettings()
+        base_id, tokenizer, model_dir = f"openai:{settings.url()}:{model}", None, None
+        chosen = choose_template(infos, template, allow_mismatch=allow_template_mismatch, default="alpaca")
+        chosen = "server" if settings.mode == "chat" else chosen  # chat: the server applies the model's template
+    else:
+        from safedose.generate._hf import load_tokenizer
+        from safedose.models import model_hash, resolve_model
+
+        model_dir = resolve_model(model)
+        base_id = model_hash(model_dir)
+        for a in infos:
+            if a.base_model_hash and a.base_model_hash != base_id and not allow_template_mismatch:
+                raise SafedoseError(f"adapter {a.name!r} was trained on another base model than {model!r}")
+        tokenizer = load_tokenizer(model_dir)
+        default = "chat" if getattr(tokenizer, "chat_template", None) else "alpaca"
+        chosen = choose_template(infos, template, allow_mismatch=allow_template_mismatch, default=default)
+    hashes = {a.name: a.hash for a in infos}
+    texts = [p.prompt if chosen == "server" else render_prompt(chosen, p.prompt, "", tokenizer) for p in prompts]
+    key_of = decoding.key()
+    parts = {"model": base_id, "template": chosen, "decoding": key_of, "backend": backend}
+    jobs = [Job(cache_key(**parts, adapter=hashes.get(v or ""), prompt=t), v, t) for v in variants for t in texts]
+    store = cache if isinstance(cache, Cache) else Cache(cache) if cache else None
+    done: dict[str, dict[str, Any]] = store.get_many(TABLE, [j.key for j in jobs]) if store else {}
+    todo = list({j.key: j for j in jobs if j.key not in done}.values())
+
+    def on_done(results: dict[str, dict[str, Any]]) -> None:
+        done.update(results)
+        if store:
+            store.put_many(TABLE, results)
+
+    try:
+        if todo and backend == "hf":
+            assert model_dir is not None
+            run_hf(model_dir, infos, todo, decoding, on_done, add_special_tokens=chosen != "chat", progress=progress)
+        elif todo and backend == "vllm":
+            assert model_dir is not None
+            run_vllm(model_dir, infos, todo, decoding, on_done)
+        elif todo and backend == "openai":
+            run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress)
+        elif todo:
+            raise SafedoseError(f"unknown backend {backend!r}; choose hf, vllm or openai")
+    finally:
+        if store is not None and not isinstance(cache, Cache):
+            store.close()
+    rows = []
+    for job, prompt in zip(jobs, list(prompts) * len(variants), strict=True):
+        result = done[job.key]
+        rows.append({
+            "id": prompt.id, "eval_set": prompt.eval_set, "category": prompt.category,
+            "expected_label": prompt.expected_label, "prompt": prompt.prompt, "response": result["response"],
+            "model": model, "adapter": job.variant, "template": chosen, "backend": backend,
+            "n_tokens": result.get("n_tokens"), "key": job.key,
+        })  # fmt: skip
+    return rows
+
+
+def _adapter(spec: str | Path, *, served: bool) -> Adapter:
+    """An adapter directory; for a served model, a name the endpoint knows is enough."""
+    if served and not Path(str(spec).partition("=")[2] or spec).is_dir():
+        return Adapter(name=str(spec), path=Path(str(spec)), hash=f"served:{spec}", template=None, base_model_hash=None)
+    return load_adapter_info(spec)

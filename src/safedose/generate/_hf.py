@@ -1,0 +1,168 @@
+"""The `hf` backend: batched transformers generation, all adapters on one loaded base."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from safedose.generate._settings import TORCH_DTYPES, Adapter, Decoding, resolve_dtype
+
+
+class Job(NamedTuple):
+    """One prompt to complete with one variant (`None` = the base model without adapters)."""
+
+    key: str
+    variant: str | None
+    text: str
+
+
+Done = Callable[[dict[str, dict[str, Any]]], None]
+
+
+def load_tokenizer(model_dir: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: str | Path, adapters: Sequence[Adapter], dtype: str) -> Any:
+    """The base model once, with every adapter loaded under its name (PEFT multi-adapter)."""
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=TORCH_DTYPES[resolve_dtype(dtype)]).to(device)
+    if adapters:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapters[0].path, adapter_name=adapters[0].name)
+        for a in adapters[1:]:
+            model.load_adapter(a.path, adapter_name=a.name)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def use_variant(model: Any, variant: str | None) -> Iterator[None]:
+    """Activate one adapter, or none (the untouched base) for `variant=None`."""
+    if not hasattr(model, "peft_config"):
+        if variant is not None:
+            raise ValueError(f"adapter {variant!r} is not loaded")
+        yield
+    elif variant is None:
+        with model.disable_adapter():
+            yield
+    else:
+        model.set_adapter(variant)
+        yield
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """EOS, the chat end-of-turn token and whatever the generation config calls EOS."""
+    ids = {tokenizer.eos_token_id}
+    vocab = tokenizer.get_vocab()
+    if "<|im_end|>" in vocab:
+        ids.add(vocab["<|im_end|>"])
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def generate_batch(
+    model: Any, tokenizer: Any, texts: Sequence[str], decoding: Decoding, *, add_special_tokens: bool
+) -> list[dict[str, Any]]:
+    """Complete a batch of already-templated prompts (left-padded)."""
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    enc = enc.to(model.device)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": decoding.max_new_tokens,
+        "num_beams": decoding.num_beams,
+        "do_sample": decoding.do_sample,
+        "eos_token_id": stop_token_ids(tokenizer, model),
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if decoding.do_sample:
+        kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+        torch.manual_seed(decoding.seed)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if decoding.num_beams > 1:
+        kwargs["early_stopping"] = True
+    if decoding.stop:
+        kwargs.update(stop_strings=list(decoding.stop), tokenizer=tokenizer)
+    with torch.inference_mode():
+        out = model.generate(**enc, **kwargs)
+    new = out[:, enc["input_ids"].shape[1] :]
+    results = []
+    for row in new.tolist():
+        n = len(row)
+        while n and row[n - 1] == tokenizer.pad_token_id:
+            n -= 1
+        text = tokenizer.decode(row[:n], skip_special_tokens=True)
+        results.append({"response": truncate_at_stop(text, decoding.stop), "n_tokens": n})
+    return results
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut].strip()
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def run_hf(
+    model_dir: str | Path,
+    adapters: Sequence[Adapter],
+    jobs: Sequence[Job],
+    decoding: Decoding,
+    on_done: Done,
+    *,
+    add_special_tokens: bool,
+    progress: bool = True,
+) -> None:
+    """Generate every job, longest prompts first, calling `on_done` after each batch.
+
+    `add_special_tokens` must match training: plain-text templates get the tokenizer's usual BOS, chat templates
+    write their own special tokens.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, adapters, decoding.dtype)
+    lengths = {j.key: len(tokenizer(j.text, add_special_tokens=add_special_tokens)["input_ids"]) for j in jobs}
+    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(TextColumn("generate"), *columns, disable=not progress) as bar:
+        task = bar.add_task("generate", total=len(jobs), info="")
+        started, tokens = time.perf_counter(), 0
+        variants = list(dict.fromkeys(j.variant for j in jobs))
+        for variant in variants:
+            todo = sorted((j for j in jobs if j.variant == variant), key=lambda j: -lengths[j.key])
+            batch_size, i = decoding.batch_size, 0
+            with use_variant(model, variant):
+                while i < len(todo):
+                    chunk = todo[i : i + batch_size]
+                    try:
+                        texts = [j.text for j in chunk]
+                        results = generate_batch(
+                            model, tokenizer, texts, decoding, add_special_tokens=add_special_tokens
+                        )
+                    except (RuntimeError, torch.OutOfMemoryError) as e:
+                        if not _is_oom(e) or batch_size == 1:
+                            raise
+                        batch_size //= 2
+                        if torch.cuda.is_available():
+                            torch.cuda.empty_cache()
+                        continue
+                    on_done({j.key: r for j, r in zip(chunk, results, strict=True)})
+                    i += len(chunk)
+                    tokens += sum(r["n_tokens"] for r in results)
+                    rate = tokens / (time.perf_counter() - started)
+                    bar.update(task, advance=len(chunk), info=f"{variant or 'base'} {rate:.0f} tok/s bs {batch_size}")

@@ -1,0 +1,147 @@
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from safedose.data import EvalPrompt
+from safedose.errors import SafedoseError
+from safedose.generate import Decoding, OpenAISettings, generate
+from safedose.generate._openai import post_json
+
+GREEDY = Decoding(max_new_tokens=12, dtype="fp32")
+PROMPTS = [EvalPrompt(id=f"p{i}", prompt=f"Say something about number {i}", eval_set="t") for i in range(4)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tiny_adapters: list[Path]) -> Iterator[str]:
+    """A real `safedose serve` process on 127.0.0.1 with the tiny base model and one adapter."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "safedose", "serve", "--model", str(tiny_model), "--adapter",
+           f"a0={tiny_adapters[0]}", "--port", str(port), "--dtype", "fp32", "--max-tokens", "12", "--template", "alpaca"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            httpx.get(f"{url}/models", timeout=2).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"server did not start: {err}") from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_models_lists_base_and_adapters(server: str, tiny_model: Path) -> None:
+    data = httpx.get(f"{server}/models").json()
+    assert [m["id"] for m in data["data"]] == [str(tiny_model), "a0"]
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_openai_backend_against_serve_equals_local_generation(
+    server: str, tiny_model: Path, tiny_adapters: list[Path], mode: str
+) -> None:
+    local = generate(str(tiny_model), tiny_adapters[:1], PROMPTS, decoding=GREEDY, progress=False)
+    settings = OpenAISettings(base_url=server, mode=mode, concurrency=4)  # type: ignore[arg-type]
+    remote = generate(str(tiny_model), ["a0"], PROMPTS, backend="openai", openai=settings, decoding=GREEDY,
+                      template="alpaca", progress=False)  # fmt: skip
+    assert [r["adapter"] for r in remote] == [None] * 4 + ["a0"] * 4
+    assert [r["response"] for r in remote] == [r["response"] for r in local]
+
+
+def test_stream_gives_the_same_text(server: str) -> None:
+    body = {"model": "a0", "messages": [{"role": "user", "content": "Name a colour"}], "temperature": 0}
+    whole = httpx.post(f"{server}/chat/completions", json=body, timeout=60).json()
+    pieces, done = [], False
+    with httpx.stream("POST", f"{server}/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                pieces.append(json.loads(line[6:])["choices"][0]["delta"].get("content", ""))
+    assert done and "".join(pieces).strip() == whole["choices"][0]["message"]["content"]
+    assert whole["object"] == "chat.completion" and whole["usage"]["completion_tokens"] > 0
+
+
+def test_concurrent_requests_are_answered_like_sequential_ones(server: str) -> None:
+    def ask(i: int) -> str:
+        body = {"model": "a0", "prompt": f"Count to {i}", "temperature": 0, "max_tokens": 8}
+        return str(httpx.post(f"{server}/completions", json=body, timeout=60).json()["choices"][0]["text"])
+
+    sequential = [ask(i) for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(ask, range(6))) == sequential
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"model": "a0"}, 400, "messages"),
+        ({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "available: "),
+        ({"model": "a0", "messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+        ({"model": "a0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, 400, "max_tokens"),
+        ({"model": "a0", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400,
+         "exactly one user message"),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_clear_json_errors(
+    server: str, body: dict[str, object], status: int, needle: str
+) -> None:
+    r = httpx.post(f"{server}/chat/completions", json=body, timeout=30)
+    assert r.status_code == status
+    assert needle in r.json()["error"]["message"]
+
+
+def test_invalid_json_body(server: str) -> None:
+    r = httpx.post(f"{server}/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_client_retries_on_429_and_5xx_then_gives_up() -> None:
+    calls: list[int] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+        if len(calls) == 2:
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"choices": [{"text": "ok"}]})
+
+    settings = OpenAISettings(base_url="http://test/v1", max_retries=3)
+    with httpx.Client(transport=httpx.MockTransport(flaky)) as client:
+        assert post_json(client, settings, "/completions", {})["choices"][0]["text"] == "ok"
+    assert len(calls) == 3
+
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"error": {"message": "broken"}})
+
+    with httpx.Client(transport=httpx.MockTransport(down)) as client, pytest.raises(SafedoseError, match="HTTP 500"):
+        post_json(client, settings.model_copy(update={"max_retries": 1}), "/completions", {})
+
+    def unauthorised(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"message": "bad key"}})
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(unauthorised)) as client,
+        pytest.raises(SafedoseError, match="HTTP 401: bad key"),
+    ):
+        post_json(client, settings, "/completions", {})
