@@ -2,17 +2,22 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from safedose.cli import main
+from safedose.models import model_hash
 
 
 @dataclass
@@ -75,8 +80,50 @@ def tiny_model(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two randomly initialised LoRA adapters on the tiny model, with the manifest the trainer writes."""
+    out = tmp_path_factory.mktemp("adapters")
+    paths = []
+    for i, targets in enumerate((["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"])):
+        torch.manual_seed(100 + i)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        config = LoraConfig(r=4, lora_alpha=32, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM")
+        path = out / f"adapter{i}"
+        get_peft_model(base, config).save_pretrained(path)
+        manifest = {"template": "alpaca", "base_model_hash": model_hash(tiny_model)}
+        (path / "safedose.json").write_text(json.dumps(manifest))
+        paths.append(path)
+    return paths
+
+
 def eval_file(path: Path, n: int, prefix: str = "Explain") -> Path:
     """A JSONL eval set of `n` prompts of varied length."""
     rows = [{"id": f"p{i}", "prompt": f"{prefix} item {i}" + " in more detail" * (i % 4)} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def serve_process(model: Path, *args: str) -> Iterator[str]:
+    """Run `safedose serve` on a free port of 127.0.0.1 (greedy fp32, 12 tokens); yield its /v1 URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "safedose", "serve", "--model", str(model), "--port", str(port), "--dtype", "fp32",
+           "--max-tokens", "12", *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            httpx.get(f"{url}/models", timeout=2).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"server did not start: {err}") from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

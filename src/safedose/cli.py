@@ -209,6 +209,41 @@ def generate_command(
     console.print(f"wrote {len(rows)} rows to {escape(str(out))}")
 
 
+@app.command("judge")
+def judge_command(
+    name: str = typer.Argument(..., help="Judge name, or `build` / `validate` followed by a judge name."),
+    target: str | None = typer.Argument(None, help="The judge name after `build` or `validate`."),
+    input: Path | None = typer.Option(None, "--input", help="JSONL rows with prompt and response."),
+    output: Path | None = typer.Option(None, "--output", help="JSONL rows with the verdict fields added."),
+    cache: Path | None = typer.Option(None, help="SQLite verdict cache (default: cache.sqlite beside --output)."),
+) -> None:
+    """Judge rows (`judge NAME --input F --output G`), build a judge, or validate it against human labels."""
+    from safedose.cache import Cache
+    from safedose.files import write_json, write_jsonl
+    from safedose.judges import build, get_judge, judge_id, judge_rows, read_rows, validate
+
+    if name in ("build", "validate"):
+        if not target:
+            raise SafedoseError(f"judge {name}: give a judge name, e.g. `safedose judge {name} refusal`")
+        if name == "build":
+            console.print(f"{escape(judge_id(build(target)))} is ready")
+            return
+        metrics = validate(target)
+        console.print_json(json.dumps(metrics))
+        if output:
+            write_json(output, metrics)
+        return
+    if input is None or output is None:
+        raise SafedoseError("judge NAME: give --input and --output")
+    rows = read_rows(input)
+    judge = get_judge(name)
+    with Cache(cache or output.parent / "cache.sqlite") as store:
+        judged = judge_rows(judge, rows, cache=store)
+    write_jsonl(output, judged)
+    errors = sum(1 for r in judged if r["parse_error"])
+    console.print(f"{escape(judge_id(judge))}: wrote {len(judged)} rows to {escape(str(output))} ({errors} parse errors)")
+
+
 @app.command("serve")
 def serve_command(
     model: str = typer.Option("smollm2-135m-instruct", help="Embedded name, local dir or HF id."),

@@ -1,8 +1,4 @@
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,39 +10,16 @@ from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
 from safedose.generate import Decoding, OpenAISettings, generate
 from safedose.generate._openai import post_json
+from tests.conftest import serve_process
 
 GREEDY = Decoding(max_new_tokens=12, dtype="fp32")
 PROMPTS = [EvalPrompt(id=f"p{i}", prompt=f"Say something about number {i}", eval_set="t") for i in range(4)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tiny_adapters: list[Path]) -> Iterator[str]:
     """A real `safedose serve` process on 127.0.0.1 with the tiny base model and one adapter."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "safedose", "serve", "--model", str(tiny_model), "--adapter",
-           f"a0={tiny_adapters[0]}", "--port", str(port), "--dtype", "fp32", "--max-tokens", "12", "--template", "alpaca"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            httpx.get(f"{url}/models", timeout=2).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                raise RuntimeError(f"server did not start: {err}") from None
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield from serve_process(tiny_model, "--adapter", f"a0={tiny_adapters[0]}", "--template", "alpaca")
 
 
 def test_models_lists_base_and_adapters(server: str, tiny_model: Path) -> None:

@@ -1,0 +1,94 @@
+"""The judge layer: a protocol, a registry of factories, and cached batched judging of rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from safedose.cache import Cache, cache_key
+from safedose.errors import InputError, SafedoseError
+from safedose.files import sha256_text
+from safedose.registry import Registry
+
+Row = dict[str, Any]
+Verdict = dict[str, Any]  # label, score (float | None), parse_error (bool), and judge-specific fields
+
+
+class Judge(Protocol):
+    """Scores (prompt, response) rows in batches; deterministic for a given revision."""
+
+    name: str
+    revision: str
+
+    def judge(self, rows: Sequence[Row]) -> list[Verdict]: ...
+
+
+JudgeFactory = Callable[[str | None], Judge]
+JUDGES: Registry[JudgeFactory] = Registry("judge")
+TABLE = "verdicts"
+
+
+def get_judge(name: str) -> Judge:
+    """A judge by name; `hf-reward:<id or path>` and `llm:<model>` carry an argument after the colon."""
+    base, sep, arg = name.partition(":")
+    factory = JUDGES.get(base)
+    if sep and not arg:
+        raise SafedoseError(f"judge {name!r}: give an argument after the colon")
+    return factory(arg or None)
+
+
+def judge_id(judge: Judge) -> str:
+    return f"{judge.name}@{judge.revision}"
+
+
+def is_blank(text: object) -> bool:
+    return not str(text or "").strip()
+
+
+def judge_rows(judge: Judge, rows: Sequence[Row], *, cache: Cache | None = None, batch_size: int = 256) -> list[Row]:
+    """The rows with the verdict fields added; verdicts come from `cache` when the same judge saw the same text."""
+    ident = judge_id(judge)
+    keys = [
+        cache_key(judge=ident, prompt=sha256_text(str(r["prompt"])), response=sha256_text(str(r["response"])))
+        for r in rows
+    ]
+    found = cache.get_many(TABLE, keys) if cache else {}
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        verdicts = judge.judge([rows[i] for i in chunk])
+        new = {keys[i]: {**v, "judge": ident} for i, v in zip(chunk, verdicts, strict=True)}
+        found.update(new)
+        if cache:
+            cache.put_many(TABLE, new)
+    return [{**row, **found[key]} for row, key in zip(rows, keys, strict=True)]
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """JSONL rows that each have a string `prompt` and `response`; a clear error names the line otherwise."""
+    path = Path(path)
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SafedoseError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text ({e.reason})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"line {n}", f"malformed JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(path, f"line {n}", "expected a JSON object")
+        for field in ("prompt", "response"):
+            if field not in row:
+                raise InputError(path, f"line {n}", f"missing field {field!r}")
+            if not isinstance(row[field], str):
+                raise InputError(path, f"line {n}", f"field {field!r} must be a string")
+        rows.append(row)
+    return rows

