@@ -16,8 +16,8 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 lint: $(BIN)/.installed
-	$(BIN)/python -m ruff check src tests
-	$(BIN)/python -m ruff format --check src tests
+	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy
 
 test: lint

@@ -59,7 +59,9 @@ def run_safedose(model: str, train_path: Path, val_path: Path, args: argparse.Na
     return {"wall_s": wall, "train_s": wall, "val_loss": val_loss(peft_model, tokenizer, val_path, args.max_length)}
 
 
-def run_trl(model: str, train_path: Path, val_path: Path, args: argparse.Namespace, out: Path, *, tuned: bool) -> dict[str, Any]:  # fmt: skip
+def run_trl(
+    model: str, train_path: Path, val_path: Path, args: argparse.Namespace, out: Path, *, tuned: bool
+) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,7 +124,9 @@ def main() -> None:
         else:
             results[name] = run_trl(args.model, train_path, val_path, args, out, tuned=name == "trl-tuned")
         r = results[name]
-        print(f"{name}: {real_tokens / r['train_s']:.0f} real tok/s, {r['train_s']:.0f} s, val loss {r['val_loss']:.4f}")
+        print(
+            f"{name}: {real_tokens / r['train_s']:.0f} real tok/s, {r['train_s']:.0f} s, val loss {r['val_loss']:.4f}"
+        )
 
     print("\n| run | real tokens/s | training wall time (s) | final val loss |\n|---|---|---|---|")
     for name, r in results.items():

@@ -241,7 +241,30 @@ def judge_command(
         judged = judge_rows(judge, rows, cache=store)
     write_jsonl(output, judged)
     errors = sum(1 for r in judged if r["parse_error"])
-    console.print(f"{escape(judge_id(judge))}: wrote {len(judged)} rows to {escape(str(output))} ({errors} parse errors)")
+    console.print(
+        f"{escape(judge_id(judge))}: wrote {len(judged)} rows to {escape(str(output))} ({errors} parse errors)"
+    )
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Path = typer.Argument(..., help="YAML sweep config."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. doses=[0,100] train.lr=1e-4"),
+) -> None:
+    """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
+    from safedose.sweep import load_sweep_config, sweep
+
+    sweep(load_sweep_config(config, overrides), console=console)
+
+
+@app.command("report")
+def report_command(run_dir: Path = typer.Argument(..., help="A sweep's run directory.")) -> None:
+    """Re-render a sweep's report/index.html from its results."""
+    from safedose.report import write_report
+
+    if not (run_dir / "results" / "metrics.json").is_file():
+        raise SafedoseError(f"{run_dir}: no results/metrics.json; run `safedose sweep` first")
+    console.print(f"report: {escape(str(write_report(run_dir)))}")
 
 
 @app.command("serve")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -161,6 +162,7 @@ def harm_features(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarra
     return np.hstack([exchange, embed(list(responses))])
 
 
+@cache
 def _pairs() -> tuple[np.ndarray, np.ndarray]:
     from safedose.data import load_raw
 
@@ -237,6 +239,7 @@ def validate_harm() -> dict[str, Any]:
 MODERATION_SOURCES = ("openai-moderation",)
 
 
+@cache
 def _moderation_data() -> tuple[np.ndarray, np.ndarray]:
     from safedose.data import load_raw
 
@@ -315,4 +318,5 @@ def moderation(arg: str | None = None) -> Judge:
     return ModerationJudge()
 
 
+SOURCES = {"refusal": REFUSAL_SOURCES, "harm": HARM_SOURCES, "moderation": MODERATION_SOURCES}
 VALIDATORS = {"refusal": validate_refusal, "harm": validate_harm, "moderation": validate_moderation}

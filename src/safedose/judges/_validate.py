@@ -26,11 +26,10 @@ def validate(name: str) -> dict[str, Any]:
         JUDGES.get(base)  # raises with a did-you-mean
         raise AssertionError
     from safedose.judges._store import save_metrics
-    from safedose.judges._trained import HARM_SOURCES, MODERATION_SOURCES, REFUSAL_SOURCES
+    from safedose.judges._trained import SOURCES
 
-    sources = {"refusal": REFUSAL_SOURCES, "harm": HARM_SOURCES, "moderation": MODERATION_SOURCES}.get(base)
-    if sources:
-        save_metrics(base, "1", sources, metrics)
+    if base in SOURCES:
+        save_metrics(base, "1", SOURCES[base], metrics)
     return metrics
 
 

@@ -1,0 +1,111 @@
+"""The sweep configuration: validated (training settings included) before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safedose.errors import SafedoseError
+from safedose.generate import Decoding
+from safedose.train import TrainConfig
+
+# Fields of TrainConfig that the sweep sets per cell.
+CELL_FIELDS = ("model", "train_file", "val_file", "output_dir", "seed")
+
+
+class EvalSets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    harm: list[str] = Field(min_length=1)
+    over_refusal: list[str] = Field(default_factory=list)
+    capability: str | None = "alpaca-eval"
+    limit: int | None = Field(None, gt=0, description="first N prompts of each harm / over-refusal set")
+    capability_limit: int = Field(50, gt=0)
+
+
+class Judges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refusal: str = "refusal"
+    harm: str | None = "harm"
+    moderation: str | None = "moderation"
+
+
+class SweepConfig(BaseModel):
+    """Everything that decides a dose-response study."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str | None = None
+    model: str = "smollm2-135m-instruct"
+    base: str = "dolly-15k"
+    base_size: int = Field(gt=0)
+    safety: str = "saferpaca-safety"
+    doses: list[int] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    formats: list[Literal["instruction"]] = Field(default_factory=lambda: ["instruction"], min_length=1)  # type: ignore[arg-type]
+    val_size: int = Field(200, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval_sets: EvalSets
+    judges: Judges = Field(default_factory=Judges)
+    decoding: Decoding = Field(default_factory=Decoding)
+    backend: Literal["hf", "vllm"] = "hf"
+
+    @field_validator("doses")
+    @classmethod
+    def _doses(cls, doses: list[int]) -> list[int]:
+        if any(d < 0 for d in doses) or len(set(doses)) != len(doses):
+            raise ValueError("doses must be distinct and non-negative")
+        return sorted(doses)
+
+    @model_validator(mode="after")
+    def _train_settings(self) -> SweepConfig:
+        clash = sorted(set(self.train) & set(CELL_FIELDS))
+        if clash:
+            raise ValueError(f"train: {', '.join(clash)} are set by the sweep per cell")
+        self.cell_train_config("n0", "x", "x", 0)  # validates the training settings now
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+    def cell_train_config(self, output_dir: str, train_file: str, val_file: str, seed: int) -> TrainConfig:
+        data = {**self.train, "model": self.model, "train_file": train_file, "val_file": val_file,
+                "output_dir": output_dir, "seed": seed}  # fmt: skip
+        try:
+            return TrainConfig.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"train.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+
+def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read a YAML sweep config with `key=value` overrides (dotted keys reach nested fields)."""
+    from safedose.train._config import _set
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SafedoseError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise SafedoseError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SafedoseError(f"{path}: expected a mapping of settings")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SafedoseError(f"override {item!r}: expected key=value")
+        _set(data, key.split("."), yaml.safe_load(value))
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise SafedoseError(f"{path}: {loc}: {err['msg']}") from None
