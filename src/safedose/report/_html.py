@@ -32,18 +32,18 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 <div class="figs">{% for fig in figures %}<figure><img alt="{{ fig.title }}" src="data:image/png;base64,{{ fig.data }}">
 <figcaption class="muted">{{ fig.title }} ({{ fig.file }})</figcaption></figure>{% endfor %}</div>
 
-<h2>Summary per dose</h2>
-<table><tr><th>dose</th>{% for c in summary_columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for row in summary_rows %}<tr><td>{{ row.dose }}</td>{% for v in row["values"] %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>
+{% for table in summary_tables %}<h2>{{ table.title }}</h2>
+<table><tr><th>dose</th>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in table.rows %}<tr><td>{{ row.dose }}</td>{% for v in row["values"] %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endfor %}
 <p class="muted">Rates are shares of prompts with a 95% bootstrap CI over prompts; with several seeds, mean ± sd over
 seeds. Harmful compliance: share labelled <code>compliance</code> by {{ manifest.judges.refusal }} on unsafe sets.
 Over-refusal: share labelled <code>refusal</code> or <code>partial</code> on safe sets.</p>
 
-<h2>Change from one dose to the next (paired over prompts, seed {{ first_seed }})</h2>
-<table><tr><th>metric</th><th>eval set</th><th>from → to</th><th>change [95% CI]</th></tr>
+<h2>Change from one dose to the next</h2>
+<details><summary>paired over the same prompts, seed {{ first_seed }}, 95% bootstrap CIs</summary><table><tr><th>metric</th><th>eval set</th><th>from → to</th><th>change [95% CI]</th></tr>
 {% for d in differences %}<tr><td>{{ d.metric }}</td><td>{{ d.eval_set }}</td><td>{{ d.from_dose }} → {{ d.to_dose }}</td>
-<td>{{ d.text }}</td></tr>{% endfor %}</table>
+<td>{{ d.text }}</td></tr>{% endfor %}</table></details>
 
 <h2>6. Per category</h2>
 {% for table in category_tables %}<details><summary>{{ table.title }}</summary>
@@ -211,15 +211,26 @@ def write_report(run: Path) -> Path:
             return f"{m:.2f} ± {sd:.2f}"
         return _fmt(rows[0] if rows else None)
 
-    columns: list[tuple[str, str]] = sorted({(r["metric"], r["eval_set"]) for r in metrics["cells"]})
-    summary_rows: list[dict[str, Any]] = [{"dose": "base" if d is None else d, "values": [cell(m, s, d) for m, s in columns]}
-                    for d in [None, *doses]]  # fmt: skip
+    order = {"harmful_compliance": 0, "over_refusal": 1, "harm_score": 2, "flag_rate": 3}
+    columns = sorted({(r["metric"], r["eval_set"]) for r in metrics["cells"]}, key=lambda c: (order.get(c[0], 9), c[1]))
     capability = {
         (c["metric"], c["dose"]): c["value"] for c in metrics["capability"] if c["seed"] in (None, first_seed)
     }
     cap_columns = sorted({c["metric"] for c in metrics["capability"]})
-    for row, d in zip(summary_rows, [None, *doses], strict=True):
-        row["values"] += [f"{capability[(m, d)]:.3f}" if (m, d) in capability else "-" for m in cap_columns]
+    variants_ = [None, *doses]
+    summary_tables: list[dict[str, Any]] = []
+    for title, wanted in (("Refusals per dose", ("harmful_compliance", "over_refusal")),
+                          ("Harm score and moderation flags per dose", ("harm_score", "flag_rate"))):  # fmt: skip
+        chosen = [c for c in columns if c[0] in wanted]
+        rows_ = [{"dose": "base" if d is None else d, "values": [cell(m, s, d) for m, s in chosen]} for d in variants_]
+        if chosen:
+            summary_tables.append({"title": title, "columns": [f"{m.replace('_', ' ')} · {s}" for m, s in chosen],
+                                   "rows": rows_})  # fmt: skip
+    cap_rows = [{"dose": "base" if d is None else d,
+                 "values": [f"{capability[(m, d)]:.3f}" if (m, d) in capability else "-" for m in cap_columns]}
+                for d in variants_]  # fmt: skip
+    summary_tables.append({"title": "Capability per dose (mean NLL per token; lower is better)", "columns": cap_columns,
+                           "rows": cap_rows})  # fmt: skip
 
     category_tables = []
     for metric, eval_set in columns:
@@ -251,7 +262,7 @@ def write_report(run: Path) -> Path:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = env.from_string(TEMPLATE).render(
         name=manifest["config"]["name"], manifest=manifest, headline=metrics["headline"], figures=figures,
-        summary_columns=[f"{m} · {s}" for m, s in columns] + cap_columns, summary_rows=summary_rows,
+        summary_tables=summary_tables,
         differences=differences, category_tables=category_tables, judges=judges,
         manifest_json=json.dumps(manifest, indent=2), answer_columns=["base", *[f"dose {d}" for d in doses]],
         answers=answers, first_seed=first_seed,
