@@ -25,9 +25,7 @@ test: lint
 
 demo: $(BIN)/.installed
 	$(BIN)/safedose models prepare smollm2-135m-instruct
-	$(BIN)/safedose data list
-	$(BIN)/safedose data mix --base dolly-15k --base-size 2000 --safety saferpaca-safety \
-		--n 0,100,300,500 --seed 0 --val-size 200 --max-tokens 512 --out runs/demo/data
+	$(BIN)/safedose sweep configs/demo.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from safedose.errors import SafedoseError
+from safedose.config import read_config, validate_config
 from safedose.generate import Decoding
 from safedose.train import TrainConfig
 
@@ -87,25 +86,4 @@ class SweepConfig(BaseModel):
 
 def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """Read a YAML sweep config with `key=value` overrides (dotted keys reach nested fields)."""
-    from safedose.train._config import _set
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise SafedoseError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise SafedoseError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SafedoseError(f"{path}: expected a mapping of settings")
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SafedoseError(f"override {item!r}: expected key=value")
-        _set(data, key.split("."), yaml.safe_load(value))
-    try:
-        return SweepConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise SafedoseError(f"{path}: {loc}: {err['msg']}") from None
+    return validate_config(SweepConfig, read_config(path, overrides), source=str(path))

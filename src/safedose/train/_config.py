@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from safedose.errors import SafedoseError
+from safedose.config import read_config, validate_config
 from safedose.templates import TEMPLATES
 
 
@@ -59,33 +58,8 @@ class TrainConfig(BaseModel):
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config and apply `key=value` overrides (dotted keys reach nested fields)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise SafedoseError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise SafedoseError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SafedoseError(f"{path}: expected a mapping of settings")
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SafedoseError(f"override {item!r}: expected key=value")
-        _set(data, key.split("."), yaml.safe_load(value))
-    return parse_config(data, source=str(path))
+    return parse_config(read_config(path, overrides), source=str(path))
 
 
 def parse_config(data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise SafedoseError(f"{source}: {loc}: {err['msg']}") from None
-
-
-def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        data = data.setdefault(key, {})
-    data[keys[-1]] = value
+    return validate_config(TrainConfig, data, source=source)
