@@ -48,6 +48,11 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, Row]]:
         raise InputError(path, None, f"unsupported file type; expected one of {', '.join(SUPPORTED)}")
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[str, Row]]:
+    """The objects of a JSON Lines file (whatever its name), each with where it stands (`line N`)."""
+    return _jsonl(path, _read_text(path))
+
+
 def _read_text(path: Path) -> str:
     try:
         if path.name.endswith(".gz"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,27 +67,14 @@ def judge_rows(judge: Judge, rows: Sequence[Row], *, cache: Cache | None = None,
 
 def read_rows(path: str | Path) -> list[Row]:
     """JSONL rows that each have a string `prompt` and `response`; a clear error names the line otherwise."""
-    path = Path(path)
+    from safedose.data._loaders import jsonl_rows
+
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise SafedoseError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(path, None, f"not UTF-8 text ({e.reason})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"line {n}", f"malformed JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(path, f"line {n}", "expected a JSON object")
+    for where, row in jsonl_rows(Path(path)):
         for field in ("prompt", "response"):
             if field not in row:
-                raise InputError(path, f"line {n}", f"missing field {field!r}")
+                raise InputError(path, where, f"missing field {field!r}")
             if not isinstance(row[field], str):
-                raise InputError(path, f"line {n}", f"field {field!r} must be a string")
+                raise InputError(path, where, f"field {field!r} must be a string")
         rows.append(row)
     return rows
