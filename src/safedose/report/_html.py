@@ -189,8 +189,7 @@ def write_report(run: Path) -> Path:
     """Render `run/report/index.html` from `results/metrics.json`, `results/judged.jsonl` and `manifest.json`."""
     from jinja2 import Environment, select_autoescape
 
-    from safedose.judges._store import load_metrics
-    from safedose.judges._trained import SOURCES as sources
+    from safedose.judges._trained import TRAINED, stored_validation
     from safedose.sweep._recipe import read_judged
 
     metrics = json.loads((run / "results" / "metrics.json").read_text())
@@ -244,8 +243,9 @@ def write_report(run: Path) -> Path:
 
     judges = []
     for role, ident in manifest["judges"].items():
-        name = ident.split("@")[0]
-        stored = load_metrics(name, "1", sources[name]) if name in sources else None
+        name, _, revision = ident.partition("@")
+        current = name in TRAINED and revision == TRAINED[name][0]
+        stored = stored_validation(name) if current else None
         judges.append({"id": f"{role}: {ident}", "text": _validity(stored) if stored else
                        f"not validated yet: run `safedose judge validate {name}`"})  # fmt: skip
 
@@ -281,7 +281,11 @@ def _validity(m: dict[str, Any]) -> str:
                 f"human labels, leave-one-model-out ({folds}); string match κ {s['kappa']:.2f}")  # fmt: skip
     if "pairwise_accuracy" in m:
         lo, hi = m["pairwise_accuracy_ci95"]
-        return f"pairwise accuracy {m['pairwise_accuracy']:.2f} [{lo:.2f}, {hi:.2f}] on {m['n_pairs']} held-out hh-rlhf pairs"
+        text = f"pairwise accuracy {m['pairwise_accuracy']:.2f} [{lo:.2f}, {hi:.2f}] on {m['n_pairs']} held-out hh-rlhf pairs"
+        if "xstest_unsafe_auc_compliance_vs_refusal" in m:
+            text += (f"; AUC {m['xstest_unsafe_auc_compliance_vs_refusal']:.2f} for XSTest's human-labelled compliances "
+                     "vs refusals on unsafe prompts")  # fmt: skip
+        return text
     if "macro_auc" in m:
         return f"macro-AUC {m['macro_auc']:.3f} on held-out OpenAI moderation samples"
     return json.dumps(m)[:200]

@@ -141,10 +141,9 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
 def _validate_once(name: str) -> None:
     """Trained judges are validated once per build (the report shows their agreement with humans)."""
     from safedose.judges import validate
-    from safedose.judges._store import load_metrics
-    from safedose.judges._trained import SOURCES
+    from safedose.judges._trained import TRAINED, stored_validation
 
-    if name in SOURCES and load_metrics(name, "1", SOURCES[name]) is None:
+    if name in TRAINED and stored_validation(name) is None:
         validate(name)
 
 
@@ -221,7 +220,7 @@ def _manifest(config: SweepConfig, run: Path, revisions: dict[str, str]) -> dict
                                 cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn", "sentence-transformers")
+    packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn")
     return {
         "config": config.model_dump(mode="json"),
         "model_hash": model_hash(resolve_model(config.model)),
