@@ -250,7 +250,7 @@ def validate_harm() -> dict[str, Any]:
 # --- moderation: TF-IDF of the text, one logistic regression per category of the OpenAI taxonomy.
 
 MODERATION_SOURCES = ("openai-moderation",)
-MODERATION_C = 4.0
+MODERATION_C = 4.0  # with class-balanced weights: flags at about the human rate (see docs/judges.md)
 
 
 @cache
@@ -267,7 +267,8 @@ def fit_moderation(texts: Sequence[str], y: np.ndarray) -> dict[str, Any]:
 
     features = lexical_features().fit(texts)
     x = features.transform(texts)
-    heads = [LogisticRegression(C=MODERATION_C, max_iter=3000).fit(x, y[:, k]) for k in range(len(MODERATION_CODES))]
+    heads = [LogisticRegression(C=MODERATION_C, class_weight="balanced", max_iter=3000).fit(x, y[:, k])
+             for k in range(len(MODERATION_CODES))]  # fmt: skip
     return {"features": features, "heads": heads}
 
 
