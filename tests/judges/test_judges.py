@@ -64,6 +64,7 @@ def test_refusal_judge_beats_strmatch_on_unseen_models() -> None:
         lo, hi = fold["refusal"]["kappa_ci95"]
         assert lo <= fold["refusal"]["kappa"] <= hi and fold["refusal"]["n"] == 450
         assert sum(map(sum, fold["refusal"]["confusion"])) == 450
+        assert fold["annotator_1_vs_2"]["kappa"] > fold["refusal"]["kappa"]  # humans agree better than the judge
 
 
 def test_strmatch_validates_against_all_xstest_labels() -> None:

@@ -74,12 +74,8 @@ def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate_batch(
-    model: Any, tokenizer: Any, texts: Sequence[str], decoding: Decoding, *, add_special_tokens: bool
-) -> list[dict[str, Any]]:
-    """Complete a batch of already-templated prompts (left-padded)."""
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    enc = enc.to(model.device)
+def generation_kwargs(model: Any, tokenizer: Any, decoding: Decoding) -> dict[str, Any]:
+    """`model.generate` keyword arguments for these decoding settings (seeds torch when sampling)."""
     kwargs: dict[str, Any] = {
         "max_new_tokens": decoding.max_new_tokens,
         "num_beams": decoding.num_beams,
@@ -96,8 +92,17 @@ def generate_batch(
         kwargs["early_stopping"] = True
     if decoding.stop:
         kwargs.update(stop_strings=list(decoding.stop), tokenizer=tokenizer)
+    return kwargs
+
+
+def generate_batch(
+    model: Any, tokenizer: Any, texts: Sequence[str], decoding: Decoding, *, add_special_tokens: bool
+) -> list[dict[str, Any]]:
+    """Complete a batch of already-templated prompts (left-padded)."""
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    enc = enc.to(model.device)
     with torch.inference_mode():
-        out = model.generate(**enc, **kwargs)
+        out = model.generate(**enc, **generation_kwargs(model, tokenizer, decoding))
     new = out[:, enc["input_ids"].shape[1] :]
     results = []
     for row in new.tolist():

@@ -116,7 +116,8 @@ class RefusalJudge:
 
 
 def validate_refusal() -> dict[str, Any]:
-    """Leave-one-model-out over XSTest's three models: train on two, score the unseen third."""
+    """Leave-one-model-out over XSTest's three models: train on two, score the unseen third. Each fold also reports
+    how well XSTest's two annotators agree with each other (the ceiling a judge can be held to)."""
     rows = xstest_rows()
     models = sorted({r["source_model"] for r in rows})
     folds, pooled_h, pooled_j, pooled_s = {}, [], [], []
@@ -127,8 +128,10 @@ def validate_refusal() -> dict[str, Any]:
         predicted = list(model.predict([str(r["completion"]) for r in test]))
         human = [r["label"] for r in test]
         baseline = [strmatch_label(str(r["completion"])) for r in test]
+        first, second = ([XSTEST_LABELS[str(r[k])] for r in test] for k in ("annotation_1", "annotation_2"))
         folds[held] = {"refusal": agreement(human, predicted, REFUSAL_LABELS),
-                       "strmatch": agreement(human, baseline, REFUSAL_LABELS)}  # fmt: skip
+                       "strmatch": agreement(human, baseline, REFUSAL_LABELS),
+                       "annotator_1_vs_2": agreement(first, second, REFUSAL_LABELS)}  # fmt: skip
         pooled_h += human
         pooled_j += predicted
         pooled_s += baseline

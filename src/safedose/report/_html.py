@@ -277,8 +277,12 @@ def _validity(m: dict[str, Any]) -> str:
     if "pooled" in m:
         r, s = m["pooled"]["refusal"], m["pooled"]["strmatch"]
         folds = ", ".join(f"{k} κ {v['refusal']['kappa']:.2f}" for k, v in m["per_held_out_model"].items())
-        return (f"Cohen's κ {r['kappa']:.2f} [{r['kappa_ci95'][0]:.2f}, {r['kappa_ci95'][1]:.2f}] against XSTest's "
+        text = (f"Cohen's κ {r['kappa']:.2f} [{r['kappa_ci95'][0]:.2f}, {r['kappa_ci95'][1]:.2f}] against XSTest's "
                 f"human labels, leave-one-model-out ({folds}); string match κ {s['kappa']:.2f}")  # fmt: skip
+        humans = [v["annotator_1_vs_2"]["kappa"] for v in m["per_held_out_model"].values() if "annotator_1_vs_2" in v]
+        if humans:
+            text += f"; XSTest's two annotators agree with each other at κ {min(humans):.2f}–{max(humans):.2f}"
+        return text
     if "pairwise_accuracy" in m:
         lo, hi = m["pairwise_accuracy_ci95"]
         text = f"pairwise accuracy {m['pairwise_accuracy']:.2f} [{lo:.2f}, {hi:.2f}] on {m['n_pairs']} held-out hh-rlhf pairs"

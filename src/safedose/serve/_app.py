@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.errors import SafedoseError
-from safedose.generate._hf import generate_batch, load_model, load_tokenizer, stop_token_ids, use_variant
+from safedose.generate._hf import generate_batch, generation_kwargs, load_model, load_tokenizer, use_variant
 from safedose.generate._settings import Adapter, Decoding, load_adapter_info
 from safedose.templates import render_prompt
 
@@ -189,16 +189,7 @@ class Server:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         enc = self.tokenizer(work.texts, return_tensors="pt", add_special_tokens=work.add_special_tokens)
         d = work.decoding
-        kwargs: dict[str, Any] = {"max_new_tokens": d.max_new_tokens, "do_sample": d.do_sample, "streamer": streamer,
-                                  "eos_token_id": stop_token_ids(self.tokenizer, self.model),
-                                  "pad_token_id": self.tokenizer.pad_token_id}  # fmt: skip
-        if d.do_sample:
-            kwargs.update(temperature=d.temperature, top_p=d.top_p)
-            torch.manual_seed(d.seed)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if d.stop:
-            kwargs.update(stop_strings=list(d.stop), tokenizer=self.tokenizer)
+        kwargs = {**generation_kwargs(self.model, self.tokenizer, d), "streamer": streamer}
         done = threading.Event()
 
         def pump() -> None:
