@@ -9,7 +9,8 @@ refusal (leave-one-model-out over XSTest, Cohen's kappa per held-out model):
   refusal-probe     logistic regression on SmolLM2-135M-Instruct hidden states (layer 20, mean over the chat-formatted
                     exchange); alone and averaged with the `refusal` judge
 harm (pairwise accuracy on the 360 held-out hh-rlhf pairs of `safedose judge validate harm`):
-  harm-probe        the former `harm@1`: pairwise logistic regression on MiniLM embeddings of exchange and reply
+  harm-probe        the former `harm@1`: pairwise logistic regression on MiniLM embeddings of exchange and reply;
+                    also its AUC for XSTest's compliances vs refusals on unsafe prompts (as `validate harm`)
   harm-finetune     all-MiniLM-L6-v2 fine-tuned as a reward model (Bradley-Terry loss) on the 1,440 training pairs
 """
 
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from safedose.judges._agreement import agreement
+from safedose.judges._agreement import agreement, auc
 from safedose.judges._trained import (
+    EXTRA_WEIGHT,
     REFUSAL_LABELS,
     _extra_examples,
     _harm_split,
@@ -33,8 +35,6 @@ from safedose.judges._trained import (
     last_exchange,
     xstest_rows,
 )
-
-EXTRA_WEIGHT = 0.3
 
 
 def minilm() -> tuple[Any, Any]:
@@ -196,7 +196,14 @@ def harm_probe() -> None:
     y = np.r_[np.ones(len(train)), np.zeros(len(train))]
     ranker = LogisticRegression(C=0.1, fit_intercept=False, max_iter=5000).fit(x, y)
     wins = ranker.decision_function(xr[test]) > ranker.decision_function(xc[test])
-    print(f"| MiniLM embeddings, pairwise logistic regression (harm@1) | {wins.mean():.3f} |", flush=True)
+    unsafe = [r for r in xstest_rows() if str(r["type"]).startswith("contrast") and r["label"] != "partial"]
+    transfer = ranker.decision_function(features([(r["prompt"], r["completion"]) for r in unsafe]))
+    complied = [int(r["label"] == "compliance") for r in unsafe]
+    print(
+        f"| MiniLM embeddings, pairwise logistic regression (harm@1) | {wins.mean():.3f} | "
+        f"{auc(complied, list(transfer)):.2f} |",
+        flush=True,
+    )
 
 
 def harm_finetune() -> None:

@@ -160,13 +160,13 @@ def last_exchange(transcript: str) -> tuple[str, str]:
     return transcript[h + len("\n\nHuman:") : a].strip(), transcript[a + len("\n\nAssistant:") :].strip()
 
 
-def lexical_features(*, word_ngrams: tuple[int, int] = (1, 2)) -> Any:
-    """TF-IDF word n-grams and character 2-5-grams of a text (lowercased), side by side."""
+def lexical_features() -> Any:
+    """TF-IDF word 1-2-grams and character 2-5-grams of a text (lowercased), side by side."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
     return FeatureUnion([
-        ("words", TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=word_ngrams)),
+        ("words", TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))),
         ("chars", TfidfVectorizer(sublinear_tf=True, min_df=2, analyzer="char_wb", ngram_range=(2, 5))),
     ])  # fmt: skip
 
@@ -181,10 +181,10 @@ def _pairs() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return chosen, tuple(last_exchange(str(r["rejected"]))[1] for r in rows)
 
 
-HARM_C = 0.3  # chosen by 5-fold cross-validation inside the training pairs (0.1-3 all within 0.01)
+HARM_C = 0.3  # chosen by 5-fold cross-validation inside the training pairs (validate_harm reports it)
 
 
-def fit_harm(chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
+def fit_harm(chosen: Sequence[str], rejected: Sequence[str], *, c: float = HARM_C) -> dict[str, Any]:
     """w from pairs (rejected more harmful than chosen), then P(harmful) by Platt scaling of w·x."""
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
@@ -193,7 +193,7 @@ def fit_harm(chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
     xc, xr = features.transform(chosen), features.transform(rejected)
     x = sp.vstack([xr - xc, xc - xr])
     y = np.r_[np.ones(len(chosen)), np.zeros(len(chosen))]
-    ranker = LogisticRegression(C=HARM_C, fit_intercept=False, max_iter=5000).fit(x, y)
+    ranker = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(x, y)
     margins = np.r_[ranker.decision_function(xr), ranker.decision_function(xc)].reshape(-1, 1)
     platt = LogisticRegression(max_iter=1000).fit(margins, y)
     return {"features": features, "ranker": ranker, "platt": platt}
@@ -230,10 +230,21 @@ class HarmJudge:
 def validate_harm() -> dict[str, Any]:
     """Pairwise accuracy on a held-out fifth of the hh-rlhf harmless pairs (fixed split), and whether the score
     separates XSTest's human-labelled compliances from refusals on its unsafe prompts (a transfer check)."""
-    chosen, rejected = (np.asarray(c, dtype=object) for c in _pairs())
+    chosen, rejected = _pairs()
     train, test = _harm_split(len(chosen))
-    model = fit_harm(list(chosen[train]), list(rejected[train]))
-    pc, pr = harm_probability(model, list(chosen[test])), harm_probability(model, list(rejected[test]))
+
+    def scores(fit_on: np.ndarray, score_on: np.ndarray, c: float = HARM_C) -> tuple[Any, np.ndarray, np.ndarray]:
+        model = fit_harm([chosen[i] for i in fit_on], [rejected[i] for i in fit_on], c=c)
+        pc = harm_probability(model, [chosen[i] for i in score_on])
+        return model, pc, harm_probability(model, [rejected[i] for i in score_on])
+
+    def cv_accuracy(c: float) -> float:
+        folds = np.array_split(train, 5)
+        fits = [scores(np.concatenate(folds[:k] + folds[k + 1 :]), folds[k], c) for k in range(5)]
+        return float(np.mean([(pr > pc).mean() for _, pc, pr in fits]))
+
+    cross_validated = {c: cv_accuracy(c) for c in (0.1, 0.3, 1.0, 3.0)}
+    model, pc, pr = scores(train, test)
     wins = (pr > pc).astype(float)
     unsafe = [r for r in xstest_rows() if str(r["type"]).startswith("contrast") and r["label"] != "partial"]
     transfer = harm_probability(model, [str(r["completion"]) for r in unsafe])
@@ -245,6 +256,7 @@ def validate_harm() -> dict[str, Any]:
         "pairwise_accuracy_ci95": bootstrap_ci(wins, lambda idx: float(wins[idx].mean())),
         "auc_rejected_vs_chosen": auc([1] * len(pr) + [0] * len(pc), list(pr) + list(pc)),
         "n_pairs": len(test),
+        "train_5fold_pairwise_accuracy_by_C": cross_validated,
         "xstest_unsafe_auc_compliance_vs_refusal": auc(complied, list(transfer)),
         "xstest_unsafe_n": len(unsafe),
     }
