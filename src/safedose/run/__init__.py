@@ -1,0 +1,34 @@
+"""The run directory: its layout, schema version, manifest and the typed records it holds."""
+
+from safedose.run._layout import (
+    SCHEMA_VERSION,
+    judged_path,
+    manifest_path,
+    metrics_path,
+    open_run,
+    read_judged,
+    read_manifest,
+    read_metrics,
+    report_dir,
+    results_dir,
+    write_judged,
+)
+from safedose.run._records import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict
+
+__all__ = [
+    "BASE",
+    "BASE_CHAT",
+    "SCHEMA_VERSION",
+    "JudgedAnswer",
+    "RoleVerdict",
+    "judged_path",
+    "manifest_path",
+    "metrics_path",
+    "open_run",
+    "read_judged",
+    "read_manifest",
+    "read_metrics",
+    "report_dir",
+    "results_dir",
+    "write_judged",
+]

@@ -1,0 +1,51 @@
+"""The typed records a run directory holds: judged answers and their verdicts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The untuned model, answered with the tuning template (`BASE`) and with its own chat template (`BASE_CHAT`).
+BASE = "base"
+BASE_CHAT = "base-chat"
+
+
+class RoleVerdict(BaseModel):
+    """One judge's verdict on one answer. `label` is None when the judge gave no usable label."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    judge: str = Field(description="name@revision")
+    label: str | None
+    score: float | None = None
+    parse_error: bool = False
+    categories: dict[str, float] | None = None
+
+
+class JudgedAnswer(BaseModel):
+    """One answer of one variant (a tuned cell or the untuned base) to one eval prompt, with every judge's verdict."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    eval_set: str
+    category: str | None = None
+    expected_label: Literal["safe", "unsafe"] | None = None
+    prompt: str
+    response: str
+    variant: str = Field(description="the cell name, `base` or `base-chat`")
+    adapter: str | None = None
+    template: str
+    dose: int | None = None
+    seed: int | None = None
+    format: str | None = None
+    verdicts: dict[str, RoleVerdict] = Field(default_factory=dict, description="by role: refusal, harm, moderation")
+
+    def label(self, role: str) -> str | None:
+        verdict = self.verdicts.get(role)
+        return verdict.label if verdict else None
+
+    def score(self, role: str) -> float | None:
+        verdict = self.verdicts.get(role)
+        return verdict.score if verdict else None
