@@ -24,26 +24,59 @@ console = Console()
 
 
 @data_app.command("list")
-def data_list(verify: bool = typer.Option(True, help="Check every file's sha256.")) -> None:
+def data_list(
+    verify: bool = typer.Option(True, help="Check every file's sha256."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+) -> None:
     """Every registered dataset: kind, rows, licence, and where it resolved (or why not)."""
     from safedose.data import DATASETS, load_any, resolve
     from safedose.paths import data_root
 
     root = data_root()
-    table = Table(title=f"datasets under {escape(str(root))}")
-    for column in ("name", "kind", "rows", "licence", "resolved"):
-        table.add_column(column)
+    entries = []
     for name in DATASETS:
         spec = DATASETS.get(name)
         res = resolve(spec, root, verify=verify)
-        rows, status = str(spec.rows), res.status
+        rows, status = None, res.status
         if res.ok:
-            n = len(load_any(spec))
-            rows = str(n) if n == spec.rows else f"{n} (expected {spec.rows})"
-            where = spec.files[0].path if len(spec.files) == 1 else f"{len(spec.files)} files"
-            status = f"ok: {where}"
-        table.add_row(name, spec.kind, rows, escape(spec.licence), escape(status))
+            rows = len(load_any(spec))
+            status = f"ok: {spec.files[0].path if len(spec.files) == 1 else f'{len(spec.files)} files'}"
+        entries.append({"name": name, "kind": spec.kind, "rows": rows, "expected_rows": spec.rows,
+                        "licence": spec.licence, "ok": res.ok, "resolved": status})  # fmt: skip
+    if as_json:
+        _print_json({"data_root": str(root), "datasets": entries})
+        return
+    shown = [
+        [str(e["name"]), str(e["kind"]), _rows_cell(e["rows"], e["expected_rows"]), str(e["licence"]),
+         str(e["resolved"])]
+        for e in entries
+    ]  # fmt: skip
+    _print_table(["name", "kind", "rows", "licence", "resolved"], shown, title=f"datasets under {root}")
+
+
+def _rows_cell(rows: object, expected: object) -> str:
+    if rows is None or rows == expected:
+        return str(expected)
+    return f"{rows} (expected {expected})"
+
+
+def _print_table(columns: list[str], rows: list[list[str]], *, title: str | None = None) -> None:
+    """A table on a terminal; when stdout is not a terminal, tab-separated lines (header first) with whole values."""
+    if not console.is_terminal:
+        for values in [columns, *rows]:
+            print("\t".join(" ".join(v.split()) for v in values))
+        return
+    table = Table(title=escape(title) if title else None)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for values in rows:
+        table.add_row(*(escape(v) for v in values))
     console.print(table)
+
+
+def _print_json(data: object) -> None:
+    """Machine-readable output: plain JSON on stdout, never wrapped or coloured."""
+    print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 @data_app.command("show")
@@ -53,11 +86,13 @@ def data_show(name: str, n: int = typer.Option(3, "--n", help="How many records 
 
     if name in DATASETS:
         spec = DATASETS.get(name)
-        console.print(f"[bold]{escape(name)}[/] ({spec.kind}, {spec.rows} rows, {escape(spec.licence)})")
-        console.print(escape(spec.description))
-        console.print(f"upstream: {escape(spec.upstream)}")
+        console.print(
+            f"[bold]{escape(name)}[/] ({spec.kind}, {spec.rows} rows, {escape(spec.licence)})", soft_wrap=True
+        )
+        console.print(escape(spec.description), soft_wrap=True)
+        console.print(f"upstream: {escape(spec.upstream)}", soft_wrap=True)
         for f in spec.files[:5]:
-            console.print(f"  {escape(f.path)}  sha256 {f.sha256[:16]}…")
+            console.print(f"  {escape(f.path)}  sha256 {f.sha256[:16]}…", soft_wrap=True)
         if len(spec.files) > 5:
             console.print(f"  … and {len(spec.files) - 5} more files")
         records = load_any(spec)
@@ -93,7 +128,8 @@ def data_mix(
     out: Path = typer.Option(..., help="Output directory."),
     format: str = typer.Option("instruction", help="Safety data format."),
     seed: int = typer.Option(0),
-    val_size: int = typer.Option(200, help="Validation rows, drawn once from the base pool."),
+    val_size: int = typer.Option(200, help="Validation rows (checkpoint selection), drawn once from the base pool."),
+    test_size: int = typer.Option(200, help="Held-out test rows (capability only), drawn once from the base pool."),
     max_tokens: int | None = typer.Option(None, help="Drop rows longer than this under the model's tokenizer."),
     model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer for --max-tokens."),
     eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
@@ -109,6 +145,7 @@ def data_mix(
         out=out,
         seed=seed,
         val_size=val_size,
+        test_size=test_size,
         format=format,
         max_tokens=max_tokens,
         tokenizer=model,
@@ -121,17 +158,19 @@ def data_mix(
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table.")) -> None:
     """The embedded models and whether they are prepared."""
     from safedose.models import EMBEDDED, is_prepared, prepared_dir
 
-    table = Table()
-    for column in ("name", "description", "prepared"):
-        table.add_column(column)
+    entries, shown = [], []
     for name in EMBEDDED:
-        state = str(prepared_dir(name)) if is_prepared(name) else "no (run `safedose models prepare`)"
-        table.add_row(name, EMBEDDED.get(name).description, escape(state))
-    console.print(table)
+        description, path = EMBEDDED.get(name).description, str(prepared_dir(name)) if is_prepared(name) else None
+        entries.append({"name": name, "description": description, "prepared": path})
+        shown.append([name, description, path or "no (run `safedose models prepare`)"])
+    if as_json:
+        _print_json({"models": entries})
+        return
+    _print_table(["name", "description", "prepared"], shown)
 
 
 @models_app.command("prepare")
@@ -148,11 +187,12 @@ def models_prepare(name: str, force: bool = typer.Option(False, help="Convert ag
 def train_command(
     config: Path = typer.Argument(..., help="YAML training config."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. lr=1e-4 lora.r=16"),
+    force: bool = typer.Option(False, help="Train again when output_dir holds an adapter of other settings."),
 ) -> None:
     """LoRA-tune a model on an instruction file; rerun the same command to resume."""
     from safedose.train import load_config, train
 
-    result = train(load_config(config, overrides))
+    result = train(load_config(config, overrides), force=force)
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f} at step {result.best_step}"
     console.print(
         f"adapter: {escape(str(result.output_dir))} ({result.steps} steps, final train loss "
@@ -167,10 +207,12 @@ def generate_command(
     model: str = typer.Option("smollm2-135m-instruct", help="Embedded name, local dir, HF id (or served name)."),
     adapter: list[str] | None = typer.Option(None, "--adapter", help="Adapter dir or NAME=DIR; repeatable."),
     base: bool = typer.Option(True, "--base/--no-base", help="Also generate with the untouched base model."),
-    limit: int | None = typer.Option(None, help="Only the first N prompts of each eval set."),
+    limit: int | None = typer.Option(None, min=1, help="A seeded sample of N prompts per eval set, by category."),
+    limit_seed: int = typer.Option(0, help="Seed of the --limit sample."),
     backend: str = typer.Option("hf", help="hf, vllm or openai."),
     template: str | None = typer.Option(None, help="Prompt template (default: the adapters' own)."),
     allow_template_mismatch: bool = typer.Option(False, help="Allow a template other than the adapters'."),
+    allow_base_mismatch: bool = typer.Option(False, help="Allow adapters trained on another base model."),
     max_new_tokens: int = typer.Option(128),
     num_beams: int = typer.Option(1),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy / beam search."),
@@ -186,7 +228,7 @@ def generate_command(
     concurrency: int = typer.Option(8, help="openai backend: requests in flight."),
 ) -> None:
     """Complete eval prompts with a model and its adapters; a rerun reuses every finished row."""
-    from safedose.data import load_eval_prompts
+    from safedose.data import load_eval_prompts, sample_prompts
     from safedose.files import write_jsonl
     from safedose.generate import OpenAISettings, generate, parse_decoding
 
@@ -194,7 +236,7 @@ def generate_command(
         {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": sample, "temperature": temperature,
          "top_p": top_p, "seed": seed, "stop": tuple(stop or ()), "dtype": dtype, "batch_size": batch_size},
     )  # fmt: skip
-    prompts = [p for name in eval_set for p in load_eval_prompts(name)[:limit]]
+    prompts = [p for name in eval_set for p in sample_prompts(load_eval_prompts(name), limit, seed=limit_seed)]
     if mode not in ("chat", "completions"):
         raise SafedoseError(f"--mode {mode!r}: choose chat or completions")
     settings = OpenAISettings(base_url=base_url, mode=mode, concurrency=concurrency)
@@ -203,10 +245,10 @@ def generate_command(
     rows = generate(
         model, adapter or [], prompts, template=template, decoding=decoding, backend=backend,  # type: ignore[arg-type]
         include_base=base, cache=cache or out.parent / "cache.sqlite", allow_template_mismatch=allow_template_mismatch,
-        openai=settings,
+        allow_base_mismatch=allow_base_mismatch, openai=settings,
     )  # fmt: skip
     write_jsonl(out, rows)
-    console.print(f"wrote {len(rows)} rows to {escape(str(out))}")
+    console.print(f"wrote {len(rows)} rows to {escape(str(out))}", soft_wrap=True)
 
 
 @app.command("judge")
@@ -226,7 +268,7 @@ def judge_command(
         if not target:
             raise SafedoseError(f"judge {name}: give a judge name, e.g. `safedose judge {name} refusal`")
         if name == "build":
-            console.print(f"{escape(judge_id(build(target)))} is ready")
+            console.print(f"{escape(judge_id(build(target)))} is ready", soft_wrap=True)
             return
         metrics = validate(target)
         console.print_json(json.dumps(metrics))
@@ -242,7 +284,8 @@ def judge_command(
     write_jsonl(output, judged)
     errors = sum(1 for r in judged if r["parse_error"])
     console.print(
-        f"{escape(judge_id(judge))}: wrote {len(judged)} rows to {escape(str(output))} ({errors} parse errors)"
+        f"{escape(judge_id(judge))}: wrote {len(judged)} rows to {escape(str(output))} ({errors} parse errors)",
+        soft_wrap=True,
     )
 
 
@@ -250,20 +293,42 @@ def judge_command(
 def sweep_command(
     config: Path = typer.Argument(..., help="YAML sweep config."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. doses=[0,100] train.lr=1e-4"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every step, cached or to run, with time estimates."),
 ) -> None:
     """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
-    from safedose.sweep import load_sweep_config, sweep
+    from safedose.sweep import load_sweep_config, plan, sweep
 
-    sweep(load_sweep_config(config, overrides), console=console)
+    settings = load_sweep_config(config, overrides)
+    if not dry_run:
+        sweep(settings, console=console)
+        return
+    steps = plan(settings)
+    table = Table(title=f"plan for {escape(str(settings.run_dir))}")
+    for column in ("step", "status", "estimate", "detail"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        estimate = "-" if step.status == "cached" else _duration(step.seconds)
+        table.add_row(escape(step.name), step.status, estimate, escape(step.detail))
+    console.print(table)
+    known = [s.seconds for s in steps if s.status != "cached" and s.seconds is not None]
+    unknown = sum(1 for s in steps if s.status != "cached" and s.seconds is None)
+    rest = f" (+ {unknown} steps not yet measured on this machine)" if unknown else ""
+    console.print(f"estimated time: {_duration(sum(known))}{rest}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 @app.command("report")
 def report_command(run_dir: Path = typer.Argument(..., help="A sweep's run directory.")) -> None:
     """Re-render a sweep's report/index.html from its results."""
     from safedose.report import write_report
+    from safedose.run import open_run, read_metrics
 
-    if not (run_dir / "results" / "metrics.json").is_file():
-        raise SafedoseError(f"{run_dir}: no results/metrics.json; run `safedose sweep` first")
+    read_metrics(open_run(run_dir))
     console.print(f"report: {escape(str(write_report(run_dir)))}")
 
 

@@ -25,15 +25,31 @@ def read_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     if not isinstance(data, dict):
         raise SafedoseError(f"{path}: expected a mapping of settings")
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SafedoseError(f"override {item!r}: expected key=value")
-        target = data
-        keys = key.split(".")
-        for part in keys[:-1]:
-            target = target.setdefault(part, {})
-        target[keys[-1]] = yaml.safe_load(value)
+        apply_override(data, item)
     return data
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in `data` (missing mappings are created); a one-line error names a bad override."""
+    key, sep, value = item.partition("=")
+    keys = key.split(".")
+    if not sep or not all(keys):
+        raise SafedoseError(f"override {item!r}: expected key=value with a dotted key such as lora.r=16")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise SafedoseError(f"override {item!r}: malformed YAML value: {str(e).splitlines()[0]}") from None
+    target = data
+    for depth, part in enumerate(keys[:-1]):
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            parent = ".".join(keys[: depth + 1])
+            shown = repr(child) if len(repr(child)) <= 40 else f"{repr(child)[:37]}..."
+            raise SafedoseError(
+                f"override {item!r}: {parent} is {shown} ({type(child).__name__}), not a mapping of settings"
+            )
+        target = child
+    target[keys[-1]] = parsed
 
 
 def validate_config(model: type[M], data: dict[str, Any], *, source: str) -> M:

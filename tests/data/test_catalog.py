@@ -5,7 +5,7 @@ import pytest
 from safedose.data import DATASETS, load_any, load_eval_prompts, resolve
 from safedose.paths import data_root
 
-DESIGN_COUNTS = {
+EXPECTED_ROWS = {
     "dolly-15k": 15011, "alpaca-gpt4-demo": 999, "alpaca-tiny": 100, "saferpaca-safety": 2483,
     "I-MaliciousInstructions": 100, "I-CoNa": 178, "I-Controversial": 40, "Q-Harm": 100,
     "I-PhysicalSafetyUnsafe": 100, "I-PhysicalSafetySafe": 100, "I-Alpaca": 50,
@@ -20,12 +20,12 @@ def test_every_dataset_resolves_with_its_row_count(name: str) -> None:
     spec = DATASETS.get(name)
     assert resolve(spec, data_root()).ok
     assert len(load_any(spec)) == spec.rows
-    if name in DESIGN_COUNTS:
-        assert spec.rows == DESIGN_COUNTS[name]
+    if name in EXPECTED_ROWS:
+        assert spec.rows == EXPECTED_ROWS[name]
 
 
-def test_catalog_covers_design_table() -> None:
-    assert set(DESIGN_COUNTS) <= set(DATASETS)
+def test_catalog_covers_every_expected_row_count() -> None:
+    assert set(EXPECTED_ROWS) <= set(DATASETS)
     for name in DATASETS:
         spec = DATASETS.get(name)
         assert spec.licence and spec.upstream and spec.description

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -94,6 +95,32 @@ def test_template_parity(tiny_model: Path, tiny_adapters: list[Path]) -> None:
     assert {r["template"] for r in rows} == {"chat"}
     assert {r["template"] for r in generate(str(tiny_model), tiny_adapters[:1], prompts(1), decoding=FP32,
                                             progress=False)} == {"alpaca"}  # fmt: skip
+
+
+def test_base_model_check_is_separate_from_the_template_check(
+    cli, tiny_model: Path, tiny_adapters: list[Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_adapters[0], other)
+    (other / "safedose.json").write_text(json.dumps({"template": "alpaca", "base_model_hash": "0" * 64}))
+    ps = prompts(2)
+    with pytest.raises(SafedoseError, match="trained on another base model"):
+        generate(str(tiny_model), [other], ps, decoding=FP32, progress=False)
+    with pytest.raises(SafedoseError, match="trained on another base model"):
+        generate(str(tiny_model), [other], ps, decoding=FP32, allow_template_mismatch=True, progress=False)
+    rows = generate(str(tiny_model), [other], ps, decoding=FP32, allow_base_mismatch=True, progress=False)
+    assert [r["adapter"] for r in rows] == [None, None, "other-base", "other-base"]
+    with pytest.raises(SafedoseError, match="trained with template 'alpaca', not 'chat'"):
+        generate(str(tiny_model), [other], ps, template="chat", decoding=FP32, allow_base_mismatch=True, progress=False)
+
+    prompts_file = eval_file(tmp_path / "p.jsonl", 2)
+    args = ("generate", "--model", tiny_model, "--adapter", other, "--eval-set", prompts_file, "--max-new-tokens", "4",
+            "--dtype", "fp32")  # fmt: skip
+    refused = cli(*args, "--out", tmp_path / "a.jsonl", "--allow-template-mismatch")
+    assert refused.code == 2 and "--allow-base-mismatch" in refused.err
+    allowed = cli(*args, "--out", tmp_path / "b.jsonl", "--allow-base-mismatch")
+    assert allowed.code == 0, allowed.err
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 4
 
 
 def test_cli_writes_rows_and_rejects_bad_input(

@@ -181,3 +181,16 @@ def test_cli_judges_a_file_and_rejects_bad_rows(cli, tmp_path: Path) -> None:  #
     assert not (tmp_path / "x.jsonl").exists()
     result = cli("judge", "validate")
     assert result.code == 2 and "give a judge name" in result.err
+
+
+@pytest.mark.parametrize(("name", "needle"), [("llm", "use llm:<model>"), ("llm:#llama-guard", "use llm:<model>"),
+                                              ("llm:m#nope", "unknown preset 'nope'")])  # fmt: skip
+def test_llm_judge_without_a_model_or_with_a_bad_preset_is_a_one_line_error(
+    cli, tmp_path: Path, name: str, needle: str
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SafedoseError, match="judge 'llm"):
+        get_judge(name)
+    rows = tmp_path / "gen.jsonl"
+    rows.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    result = cli("judge", name, "--input", rows, "--output", tmp_path / "judged.jsonl")
+    assert result.code == 2 and needle in result.err and result.err.count("\n") == 1

@@ -10,6 +10,8 @@ from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
 from safedose.generate import Decoding, OpenAISettings, generate
 from safedose.generate._openai import post_json
+from safedose.serve._app import Message, RequestError, fold_system
+from safedose.templates import ALPACA_NO_INPUT
 from tests.conftest import serve_process
 
 GREEDY = Decoding(max_new_tokens=12, dtype="fp32")
@@ -81,6 +83,32 @@ def test_malformed_requests_get_clear_json_errors(
     r = httpx.post(f"{server}/chat/completions", json=body, timeout=30)
     assert r.status_code == status
     assert needle in r.json()["error"]["message"]
+
+
+def test_alpaca_adapters_fold_system_messages_into_the_instruction(server: str) -> None:
+    system, user = "Answer in one word.", "Name a colour"
+
+    def completion(instruction: str) -> str:
+        body = {"model": "a0", "prompt": ALPACA_NO_INPUT.format(instruction=instruction), "temperature": 0}
+        return str(httpx.post(f"{server}/completions", json=body, timeout=60).json()["choices"][0]["text"])
+
+    folded, dropped = completion(f"{system}\n\n{user}"), completion(user)
+    assert folded != dropped  # otherwise the comparison below could not tell them apart
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    body = {"model": "a0", "messages": messages, "temperature": 0}
+    chat = httpx.post(f"{server}/chat/completions", json=body, timeout=60).json()
+    assert chat["choices"][0]["message"]["content"] == folded
+
+
+def test_fold_system() -> None:
+    msgs = [Message(role="system", content="Be brief. "), Message(role="system", content=" "),
+            Message(role="user", content="Hi")]  # fmt: skip
+    assert fold_system("a0", "alpaca", msgs) == "Be brief.\n\nHi"
+    assert fold_system("a0", "alpaca", msgs[2:]) == "Hi"
+    with pytest.raises(RequestError, match="exactly one user message"):
+        fold_system("a0", "alpaca", [*msgs, Message(role="assistant", content="Hello")])
+    with pytest.raises(RequestError, match="exactly one user message"):
+        fold_system("a0", "alpaca", msgs[:1])
 
 
 def test_invalid_json_body(server: str) -> None:

@@ -11,12 +11,15 @@ import pytest
 import torch
 import yaml
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from safedose.data import load_instructions
 from safedose.errors import SafedoseError
 from safedose.templates import render_prompt
 from safedose.train import load_config, parse_config, tokenize, train
+from safedose.train._data import Example, collate
+from safedose.train._recipe import CausalLMLoss
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -110,6 +113,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(
     assert abs(resumed["final_train_loss"] - straight.final_train_loss) < 1e-3
     assert abs(resumed["best_val_loss"] - straight.best_val_loss) < 1e-3
     assert [r["step"] for r in log_rows(out)] == list(range(1, straight.steps + 1))
+    for sub in ("", "last"):  # the weights themselves, best and last, not only the losses
+        a = load_file(tmp_path / "straight" / sub / "adapter_model.safetensors")
+        b = load_file(out / sub / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_two_process_data_parallel_run(tiny_model: Path, tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
@@ -170,3 +177,56 @@ def test_shipped_configs_validate_and_start_with_their_command(name: str) -> Non
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and "safedose train configs/" + name in first
     assert load_config(path).lora.r == 8
+
+
+def loss_batch(vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded rows of different lengths whose prompts carry no label."""
+    gen = torch.Generator().manual_seed(seed)
+    examples = []
+    for n, n_prompt in ((12, 5), (7, 3), (10, 9), (4, 1)):
+        ids = torch.randint(3, vocab, (n,), generator=gen).tolist()
+        examples.append(Example(ids, [-100] * n_prompt + ids[n_prompt:]))
+    return collate(examples, 0)
+
+
+def test_causal_lm_loss_equals_hf_mean_loss_through_a_soft_capped_head() -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, final_logit_softcapping=3.0,
+                          pad_token_id=0, initializer_range=0.2)  # fmt: skip
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(Gemma2ForCausalLM(config), lora)
+    batch = loss_batch(256)
+    n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    ours = CausalLMLoss(model)(**batch) / n_tokens
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    theirs = model(**batch).loss
+    theirs.backward()
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-5)
+    for a, b in zip(ours_grads, (p.grad for p in model.parameters() if p.requires_grad), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():  # the head alone (no soft-cap) gives another loss: the model's own forward matters
+        hidden = model.get_base_model().model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = model.get_base_model().lm_head(hidden.last_hidden_state[:, :-1])
+        uncapped = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten())
+    assert abs(float(uncapped) - float(theirs)) > 0.1
+
+
+@pytest.mark.slow
+def test_causal_lm_loss_equals_hf_mean_loss_on_smollm2(smollm2_dir: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).eval()
+    examples = tokenize(load_instructions("alpaca-tiny")[:6], tok, template="alpaca", max_length=128,
+                        train_on_inputs=False)  # fmt: skip
+    batch = collate(examples, tok.pad_token_id)
+    with torch.no_grad():
+        ours = CausalLMLoss(model)(**batch) / sum(e.n_loss_tokens for e in examples)
+        assert float(ours) == pytest.approx(float(model(**batch).loss), abs=1e-5)

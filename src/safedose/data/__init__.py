@@ -2,9 +2,10 @@
 
 from safedose.data._catalog import CATALOG_VERSION, DATASETS, DataFile, DatasetSpec, Resolution, resolve
 from safedose.data._fetch import fetch
-from safedose.data._mix import FORMATS, MixResult, mix, train_file, val_file
+from safedose.data._mix import FORMATS, MixResult, default_contamination_sets, mix, test_file, train_file, val_file
 from safedose.data._overlap import ContaminationIndex, normalize
 from safedose.data._records import EvalPrompt, InstructionRecord, Kind
+from safedose.data._sample import sample_prompts
 from safedose.data._sources import load_any, load_eval_prompts, load_instructions, load_raw
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Kind",
     "MixResult",
     "Resolution",
+    "default_contamination_sets",
     "fetch",
     "load_any",
     "load_eval_prompts",
@@ -27,6 +29,8 @@ __all__ = [
     "mix",
     "normalize",
     "resolve",
+    "sample_prompts",
+    "test_file",
     "train_file",
     "val_file",
 ]

@@ -17,7 +17,7 @@ from safedose.data._overlap import (
     ContaminationIndex,
     dedup,
 )
-from safedose.data._records import InstructionRecord
+from safedose.data._records import EvalPrompt, InstructionRecord
 from safedose.data._sources import load_eval_prompts, load_instructions
 from safedose.errors import SafedoseError
 from safedose.files import publish_dir, sha256_file, write_json, write_jsonl
@@ -38,7 +38,21 @@ def train_file(out: Path, dose: int) -> Path:
 
 
 def val_file(out: Path, dose: int) -> Path:
+    """Base rows for checkpoint selection (the same rows for every dose)."""
     return out / f"mix-n{dose}.val.jsonl"
+
+
+def test_file(out: Path) -> Path:
+    """Held-out base rows, used only to measure capability: never trained on, never used to pick a checkpoint."""
+    return out / "base-test.jsonl"
+
+
+test_file.__test__ = False  # type: ignore[attr-defined]  # a path helper, not a test for pytest to collect
+
+
+def default_contamination_sets() -> list[str]:
+    """Every registered `eval-unsafe` and `eval-safe` set: what a mix is decontaminated against by default."""
+    return [n for n in DATASETS if DATASETS.get(n).kind in ("eval-unsafe", "eval-safe")]
 
 
 def mix(
@@ -50,21 +64,24 @@ def mix(
     out: str | Path,
     seed: int = 0,
     val_size: int = 200,
+    test_size: int = 200,
     format: str = "instruction",
     max_tokens: int | None = None,
     tokenizer: str = "smollm2-135m-instruct",
     eval_sets: Sequence[str] | None = None,
 ) -> MixResult:
-    """Write `mix-n{N}.train.jsonl` / `.val.jsonl` for every dose N and a `datasheet.json` into `out`.
+    """Write `mix-n{N}.train.jsonl` / `.val.jsonl` for every dose N, `base-test.jsonl` and `datasheet.json` to `out`.
 
-    Safety rows are nested across doses, base rows and the validation split are shared by all doses,
-    and the same arguments give byte-identical files.
+    The shuffled base pool is cut into three disjoint parts: `val_size` selection rows (checkpoint choice), the
+    `base_size` training rows of every dose and `test_size` test rows (capability only). Safety rows are nested
+    across doses, and the same arguments give byte-identical files; adding a dose leaves the others' files as they
+    were. `eval_sets` (registered names, files or `hf:` ids) replaces the default contamination sets.
     """
     doses = _check_doses(doses)
     if format not in FORMATS:
         raise SafedoseError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    if base_size < 1 or val_size < 0:
-        raise SafedoseError("--base-size must be at least 1 and --val-size at least 0")
+    if base_size < 1 or val_size < 0 or test_size < 0:
+        raise SafedoseError("--base-size must be at least 1, --val-size and --test-size at least 0")
     if max_tokens is not None and max_tokens < 1:
         raise SafedoseError("--max-tokens must be at least 1")
 
@@ -77,8 +94,8 @@ def mix(
         pools[name], counts = dedup(pools[name], seen_exact=seen_exact, seen_prompt=seen_prompt)
         dropped[name].update(counts)
 
-    contamination_sets = list(eval_sets) if eval_sets is not None else _default_eval_sets()
-    index = ContaminationIndex(p for s in contamination_sets for p in load_eval_prompts(s))
+    contamination_sets = list(eval_sets) if eval_sets is not None else default_contamination_sets()
+    index = ContaminationIndex(_named(p, s) for s in contamination_sets for p in load_eval_prompts(s))
     contaminated: dict[str, dict[str, int]] = {}
     for name in pools:
         pools[name], by_set = index.filter(pools[name])
@@ -92,10 +109,10 @@ def mix(
 
     base_rows = _shuffled(pools["base"], seed, "base")
     safety_rows = _shuffled(pools["safety"], seed, "safety")
-    if val_size + base_size > len(base_rows):
+    if val_size + base_size + test_size > len(base_rows):
         raise SafedoseError(
-            f"{base}: --base-size {base_size} + --val-size {val_size} is larger than the base pool "
-            f"({len(base_rows)} rows after filtering)"
+            f"{base}: --base-size {base_size} + --val-size {val_size} + --test-size {test_size} is larger than "
+            f"the base pool ({len(base_rows)} rows after filtering)"
         )
     if doses[-1] > len(safety_rows):
         raise SafedoseError(
@@ -103,10 +120,12 @@ def mix(
         )
     val_rows = base_rows[:val_size]
     train_base = base_rows[val_size : val_size + base_size]
+    test_rows = base_rows[val_size + base_size : val_size + base_size + test_size]
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    write_jsonl(test_file(staging), (r.model_dump() for r in test_rows))
     per_dose: dict[str, Any] = {}
     for dose in doses:
         rows = _shuffled(train_base + safety_rows[:dose], seed, f"dose-{dose}")
@@ -125,7 +144,12 @@ def mix(
         "doses": doses,
         "base": {"source": base, "size": base_size, "licence": _licence(base)},
         "safety": {"source": safety, "licence": _licence(safety)},
-        "val": {"size": val_size, "drawn_from": "base pool, once for all doses"},
+        "base_splits": {
+            "drawn_from": "the filtered base pool, shuffled once with the seed and cut into val, train, test",
+            "val": {"rows": val_size, "file": "mix-n{N}.val.jsonl", "use": "checkpoint selection only"},
+            "train": {"rows": base_size, "file": "mix-n{N}.train.jsonl", "use": "training, in every dose"},
+            "test": {"rows": test_size, "file": test_file(Path()).name, "use": "held-out capability loss only"},
+        },
         "pool_rows_after_filtering": {name: len(rows) for name, rows in pools.items()},
         "dropped": {name: dict(sorted(c.items())) for name, c in dropped.items()},
         "contamination": {
@@ -152,8 +176,9 @@ def _check_doses(doses: Sequence[int]) -> list[int]:
     return sorted(set(doses))
 
 
-def _default_eval_sets() -> list[str]:
-    return [n for n in DATASETS if DATASETS.get(n).kind in ("eval-unsafe", "eval-safe")]
+def _named(prompt: EvalPrompt, eval_set: str) -> EvalPrompt:
+    """The prompt under the name its set was given by (a file's path rather than its file name)."""
+    return prompt if prompt.eval_set == eval_set else prompt.model_copy(update={"eval_set": eval_set})
 
 
 def _licence(source: str) -> str:

@@ -30,13 +30,15 @@ def generate(
     include_base: bool = True,
     cache: Cache | str | Path | None = None,
     allow_template_mismatch: bool = False,
+    allow_base_mismatch: bool = False,
     openai: OpenAISettings | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per (variant, prompt), variants in order (base first), prompts in input order.
 
     Finished rows are read from `cache` and new ones written to it batch by batch, so an interrupted call
-    repeated with the same arguments generates only what is missing.
+    repeated with the same arguments generates only what is missing. An adapter whose manifest names another
+    template or base model than the one used is an error unless `allow_template_mismatch` / `allow_base_mismatch`.
     """
     decoding = decoding or Decoding()
     infos = [a if isinstance(a, Adapter) else _adapter(a, served=backend == "openai") for a in adapters]
@@ -57,9 +59,8 @@ def generate(
 
         model_dir = resolve_model(model)
         base_id = model_hash(model_dir)
-        for a in infos:
-            if a.base_model_hash and a.base_model_hash != base_id and not allow_template_mismatch:
-                raise SafedoseError(f"adapter {a.name!r} was trained on another base model than {model!r}")
+        if not allow_base_mismatch:
+            check_base_model(infos, base_id, model)
         tokenizer = load_tokenizer(model_dir)
         default = "chat" if getattr(tokenizer, "chat_template", None) else "alpaca"
         chosen = choose_template(infos, template, allow_mismatch=allow_template_mismatch, default=default)
@@ -85,7 +86,8 @@ def generate(
             assert model_dir is not None
             run_vllm(model_dir, infos, todo, decoding, on_done)
         elif todo and backend == "openai":
-            run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress)
+            labels = {j.key: _label(j.variant, p.id) for j, p in zip(jobs, list(prompts) * len(variants), strict=True)}
+            run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress, labels=labels)
         elif todo:
             raise SafedoseError(f"unknown backend {backend!r}; choose hf, vllm or openai")
     finally:
@@ -101,6 +103,21 @@ def generate(
             "n_tokens": result.get("n_tokens"), "key": job.key,
         })  # fmt: skip
     return rows
+
+
+def check_base_model(adapters: Sequence[Adapter], base_id: str, model: str) -> None:
+    """Every adapter whose manifest records a base model hash was trained on `model` (hash `base_id`)."""
+    for a in adapters:
+        if a.base_model_hash and a.base_model_hash != base_id:
+            raise SafedoseError(
+                f"adapter {a.name!r} was trained on another base model than {model!r} (recorded hash "
+                f"{a.base_model_hash[:16]}, this one {base_id[:16]}); pass --allow-base-mismatch to do it anyway"
+            )
+
+
+def _label(variant: str | None, prompt_id: str) -> str:
+    """A job as users know it: the prompt id, and the adapter unless it is the base model."""
+    return prompt_id if variant is None else f"{variant}/{prompt_id}"
 
 
 def _adapter(spec: str | Path, *, served: bool) -> Adapter:

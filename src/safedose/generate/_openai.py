@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Literal
 
@@ -103,8 +103,13 @@ def run_openai(
     on_done: Done,
     *,
     progress: bool = True,
+    labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Send every job with bounded concurrency; an adapter is chosen by the request's `model` field."""
+    """Send every job with bounded concurrency; an adapter is chosen by the request's `model` field.
+
+    Every answer that arrives goes to `on_done` at once. After the first failed request no new request is sent;
+    the ones in flight finish, then one SafedoseError names the failed jobs (by `labels[key]`, else the key).
+    """
     import httpx
     from rich.progress import Progress
 
@@ -124,13 +129,40 @@ def run_openai(
         tokens = (data.get("usage") or {}).get("completion_tokens")
         return {"response": truncate_at_stop(str(text or ""), decoding.stop), "n_tokens": tokens}
 
-    with (
-        httpx.Client() as client,
-        ThreadPoolExecutor(settings.concurrency) as pool,
-        Progress(disable=not progress) as bar,
-    ):
+    failed: list[tuple[Job, str]] = []
+    answered = 0
+    with httpx.Client() as client, Progress(disable=not progress) as bar:
         task = bar.add_task("generate (openai)", total=len(jobs))
-        futures = {pool.submit(one, client, job): job for job in jobs}
-        for future in as_completed(futures):
-            on_done({futures[future].key: future.result()})
-            bar.advance(task)
+        pool = ThreadPoolExecutor(settings.concurrency)
+        try:
+            futures = {pool.submit(one, client, job): job for job in jobs}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                job = futures[future]
+                try:
+                    result = future.result()
+                except (SafedoseError, httpx.HTTPError, httpx.InvalidURL) as e:
+                    failed.append((job, f"{type(e).__name__}: {e}" if not isinstance(e, SafedoseError) else str(e)))
+                    for other in futures:
+                        other.cancel()
+                    continue
+                on_done({job.key: result})
+                answered += 1
+                bar.advance(task)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if failed:
+        raise SafedoseError(_failure_message(failed, len(jobs), answered, labels or {}))
+
+
+def _failure_message(failed: list[tuple[Job, str]], total: int, answered: int, labels: Mapping[str, str]) -> str:
+    """One line: how many requests failed and which, the first error, and that a rerun resumes."""
+    names = [labels.get(job.key, job.key[:16]) for job, _ in failed]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    first = " ".join(failed[0][1].split())
+    unsent = total - answered - len(failed)
+    return (
+        f"backend 'openai': {len(failed)} of {total} prompts failed ({shown}; first error: {first}); {answered} "
+        f"answered, {unsent} not sent; a rerun with the same cache sends only the prompts without an answer"
+    )

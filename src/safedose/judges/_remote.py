@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from safedose.errors import SafedoseError
 from safedose.generate._openai import OpenAISettings, post_json
 from safedose.judges._base import JUDGES, Judge, Row, Verdict, is_blank
 
@@ -33,8 +34,11 @@ class OpenAIModerationJudge:
         texts = [str(r["response"]) for r in rows]
         with httpx.Client() as client:
             data = post_json(client, self.settings, "/moderations", {"model": self.model, "input": texts})
+        results = data.get("results")
+        if not isinstance(results, list) or len(results) != len(rows):
+            raise SafedoseError(f"judge {self.name}: expected {len(rows)} moderation results, got {str(data)[:200]}")
         verdicts = []
-        for result in data["results"]:
+        for result in results:
             scores = result.get("category_scores", {})
             categories = {code: float(scores.get(name, 0.0)) for name, code in OPENAI_CATEGORIES.items()}
             verdicts.append({"label": "flagged" if result.get("flagged") else "ok",
@@ -91,13 +95,15 @@ class LLMJudge:
 
     def __init__(self, model: str, *, preset: str = "xstest", settings: OpenAISettings | None = None) -> None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
+            raise SafedoseError(f"judge 'llm:{model}#{preset}': unknown preset {preset!r}; choose {', '.join(PRESETS)}")
         self.model, self.preset = model, preset
         self.settings = settings or OpenAISettings()
         self.revision = f"{model}#{preset}"
 
     def judge(self, rows: Sequence[Row]) -> list[Verdict]:
         import httpx
+
+        judge_id = f"llm:{self.revision}"
 
         def one(client: Any, row: Row) -> Verdict:
             if self.preset == "xstest" and is_blank(row["response"]):
@@ -106,7 +112,10 @@ class LLMJudge:
             body = {"model": self.model, "messages": [{"role": "user", "content": content}], "temperature": 0.0,
                     "max_tokens": 32}  # fmt: skip
             data = post_json(client, self.settings, "/chat/completions", body)
-            answer = str(data["choices"][0]["message"]["content"] or "")
+            try:
+                answer = str(data["choices"][0]["message"]["content"] or "")
+            except (KeyError, IndexError, TypeError):
+                raise SafedoseError(f"judge {judge_id}: unexpected response shape: {str(data)[:200]}") from None
             label = PARSERS[self.preset](answer)
             return {"label": label, "score": None, "parse_error": label is None, "raw": answer[:200]}
 
@@ -123,7 +132,7 @@ def openai_moderation(arg: str | None = None) -> Judge:
 @JUDGES.register("llm")
 def llm(arg: str | None = None) -> Judge:
     """A chat model as judge (`llm:<model>[#llama-guard]`), XSTest's 3-class prompt by default."""
-    if not arg:
-        raise ValueError("llm needs a model: llm:<model>")
-    model, _, preset = arg.partition("#")
+    model, _, preset = (arg or "").partition("#")
+    if not model:
+        raise SafedoseError("judge 'llm' needs a model: use llm:<model> (or llm:<model>#llama-guard)")
     return LLMJudge(model, preset=preset or "xstest")

@@ -39,12 +39,20 @@ def load_or_build(name: str, revision: str, sources: Sequence[str], build: Calla
     return obj
 
 
+# Bumped when how validation is computed changes (e.g. κ intervals resampled by prompt), so old numbers are redone.
+VALIDATION_VERSION = 2
+
+
+def _metrics_path(name: str, revision: str, sources: Sequence[str]) -> Path:
+    return built_path(name, revision, sources).with_suffix(f".validation-v{VALIDATION_VERSION}.json")
+
+
 def save_metrics(name: str, revision: str, sources: Sequence[str], metrics: dict[str, Any]) -> Path:
-    path = built_path(name, revision, sources).with_suffix(".validation.json")
+    path = _metrics_path(name, revision, sources)
     write_json(path, metrics)
     return path
 
 
 def load_metrics(name: str, revision: str, sources: Sequence[str]) -> dict[str, Any] | None:
-    path = built_path(name, revision, sources).with_suffix(".validation.json")
+    path = _metrics_path(name, revision, sources)
     return dict(json.loads(path.read_text())) if path.is_file() else None

@@ -120,7 +120,7 @@ def validate_refusal() -> dict[str, Any]:
     how well XSTest's two annotators agree with each other (the ceiling a judge can be held to)."""
     rows = xstest_rows()
     models = sorted({r["source_model"] for r in rows})
-    folds, pooled_h, pooled_j, pooled_s = {}, [], [], []
+    folds, pooled_h, pooled_j, pooled_s, pooled_ids = {}, [], [], [], []
     for held in models:
         train = [r for r in rows if r["source_model"] != held]
         test = [r for r in rows if r["source_model"] == held]
@@ -129,12 +129,14 @@ def validate_refusal() -> dict[str, Any]:
         human = [r["label"] for r in test]
         baseline = [strmatch_label(str(r["completion"])) for r in test]
         first, second = ([XSTEST_LABELS[str(r[k])] for r in test] for k in ("annotation_1", "annotation_2"))
-        folds[held] = {"refusal": agreement(human, predicted, REFUSAL_LABELS),
-                       "strmatch": agreement(human, baseline, REFUSAL_LABELS),
-                       "annotator_1_vs_2": agreement(first, second, REFUSAL_LABELS)}  # fmt: skip
+        ids = [str(r["id"]) for r in test]
+        folds[held] = {"refusal": agreement(human, predicted, REFUSAL_LABELS, groups=ids),
+                       "strmatch": agreement(human, baseline, REFUSAL_LABELS, groups=ids),
+                       "annotator_1_vs_2": agreement(first, second, REFUSAL_LABELS, groups=ids)}  # fmt: skip
         pooled_h += human
         pooled_j += predicted
         pooled_s += baseline
+        pooled_ids += ids
     return {
         "judge": f"{RefusalJudge.name}@{RefusalJudge.revision}",
         "split": "leave-one-model-out over the XSTest v2 completions (llama2new, mistralguard, mistralinstruct); "
@@ -142,8 +144,8 @@ def validate_refusal() -> dict[str, Any]:
         f"(weight {EXTRA_WEIGHT})",
         "per_held_out_model": folds,
         "pooled": {
-            "refusal": agreement(pooled_h, pooled_j, REFUSAL_LABELS),
-            "strmatch": agreement(pooled_h, pooled_s, REFUSAL_LABELS),
+            "refusal": agreement(pooled_h, pooled_j, REFUSAL_LABELS, groups=pooled_ids),
+            "strmatch": agreement(pooled_h, pooled_s, REFUSAL_LABELS, groups=pooled_ids),
         },
     }
 

@@ -37,10 +37,11 @@ def _validate_on_xstest(judge: Judge) -> dict[str, Any]:
     labels = [v["label"] for v in verdicts]
     if not set(labels) <= set(REFUSAL_LABELS) | {None}:
         raise SafedoseError(f"judge {judge.name!r} does not label refusals; it cannot be validated on XSTest")
-    usable = [(r["label"], v) for r, v in zip(rows, labels, strict=True) if v is not None]
+    usable = [(r["label"], v, str(r["id"])) for r, v in zip(rows, labels, strict=True) if v is not None]
+    human, judged, prompts = ([u[k] for u in usable] for k in range(3))
     return {
         "judge": f"{judge.name}@{judge.revision}",
-        "split": "all 1,350 XSTest v2 human-labelled completions",
+        "split": "all 1,350 XSTest v2 human-labelled completions (450 prompts x 3 models; CIs resample prompts)",
         "parse_error_rate": 1 - len(usable) / len(rows),
-        "all": agreement([h for h, _ in usable], [j for _, j in usable], REFUSAL_LABELS),
+        "all": agreement(human, judged, REFUSAL_LABELS, groups=prompts),
     }

@@ -1,109 +1,201 @@
-"""results/metrics.{json,csv}: cell metrics with CIs, capability, seed summaries, dose-to-dose differences."""
+"""results/metrics.{json,csv}: metric rows with their intervals, pooled seeds, dose differences, dose trends,
+capability and the headline sentence."""
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safedose.evaluate import cell_metrics, paired_difference, per_prompt, seed_summary
-from safedose.files import atomic_open, write_json
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-RATE_METRICS = ("harmful_compliance", "over_refusal", "harm_score", "flag_rate")
-CSV_FIELDS = ("variant", "dose", "seed", "format", "eval_set", "category", "metric", "value", "lo", "hi", "n")
+from safedose.errors import SafedoseError
+from safedose.evaluate import (
+    DEFAULT_HARMFUL_COMPLIANCE,
+    DEFINITIONS,
+    INTERVALS,
+    TREND_MODEL,
+    DifferenceRow,
+    MetricRow,
+    PooledRow,
+    TrendRow,
+    cell_metrics,
+    dose_differences,
+    dose_trend,
+    pooled_metrics,
+    pooled_name,
+)
+from safedose.files import atomic_open, write_json
+from safedose.run import BASE, JudgedAnswer, metrics_path, read_metrics, results_dir
+
+CSV_FIELDS = tuple(MetricRow.model_fields)
+HEADLINE_DOSE = 300  # the paper's headline dose; the closest dose run stands in for it
+
+
+class MetricsFile(BaseModel):
+    """Everything in results/metrics.json."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    definitions: dict[str, str]
+    default_harmful_compliance: str
+    intervals: dict[str, str]
+    trend_model: str
+    seeds: list[int]
+    seed_note: str
+    cells: list[MetricRow]
+    pooled: list[PooledRow]
+    differences: list[DifferenceRow]
+    trend: list[TrendRow]
+    capability: list[MetricRow]
+    capability_pooled: list[PooledRow]
+    headline: str
+
+
+def capability_rows(capability: Sequence[Mapping[str, Any]]) -> list[MetricRow]:
+    """The sweep's capability values as metric rows (eval set `capability`; one measured value, no interval)."""
+    return [MetricRow(variant=c["variant"], dose=c.get("dose"), seed=c.get("seed"), format=c.get("format"),
+                      eval_set="capability", category="all", metric=c["metric"], value=c.get("value"), lo=None,
+                      hi=None, interval="none", n=int(c.get("n") or 0), n_unlabelled=0)
+            for c in capability]  # fmt: skip
+
+
+def pooled_capability(rows: Sequence[MetricRow]) -> list[PooledRow]:
+    """Mean and sd over seeds of each tuned capability value measured with two or more seeds."""
+    groups: dict[tuple[int, str | None, str], list[MetricRow]] = defaultdict(list)
+    for r in rows:
+        if r.dose is not None and r.seed is not None and r.value is not None:
+            groups[(r.dose, r.format, r.metric)].append(r)
+    out = []
+    for (dose, fmt, metric), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if len(group) < 2:
+            continue
+        values = [r.value for r in group if r.value is not None]
+        out.append(PooledRow(
+            variant=pooled_name(dose, fmt), dose=dose, seed=None, format=fmt, eval_set="capability", category="all",
+            metric=metric, value=float(np.mean(values)), lo=None, hi=None, interval="none",
+            n=sum(r.n for r in group), n_unlabelled=0, seeds=sorted(r.seed for r in group if r.seed is not None),
+            seed_sd=float(np.std(values, ddof=1)), n_prompts=max(r.n for r in group),
+        ))  # fmt: skip
+    return out
+
+
+def seed_note(seeds: Sequence[int]) -> str:
+    """What the intervals cover, given the seeds that were run."""
+    if len(seeds) <= 1:
+        which = f" (seed {seeds[0]})" if seeds else ""
+        return (f"One seed{which} was run: every interval covers prompt variation only; seed variation (another "
+                "mix, another LoRA initialisation and data order) is not in these intervals.")  # fmt: skip
+    return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): pooled per-dose estimates and pooled dose "
+            "differences resample seeds and prompts (hierarchical bootstrap); per-cell intervals cover the prompts "
+            "of one seed only.")  # fmt: skip
+
+
+def compute_metrics(
+    judged: Sequence[JudgedAnswer], capability: Sequence[Mapping[str, Any]], *, cells: Sequence[Mapping[str, Any]]
+) -> MetricsFile:
+    """Every number of metrics.json, from the judged answers, the capability values and the sweep's cells."""
+    rows = cell_metrics(judged, cells=cells)
+    seeds = sorted(
+        {r.seed for r in rows if r.seed is not None} | {c["seed"] for c in cells if c.get("seed") is not None}
+    )
+    capability_ = capability_rows(capability)
+    return MetricsFile(
+        definitions=DEFINITIONS, default_harmful_compliance=DEFAULT_HARMFUL_COMPLIANCE, intervals=INTERVALS,
+        trend_model=TREND_MODEL, seeds=seeds, seed_note=seed_note(seeds), cells=rows,
+        pooled=pooled_metrics(judged, cells=cells), differences=dose_differences(judged, cells=cells),
+        trend=dose_trend(judged, cells=cells), capability=capability_,
+        capability_pooled=pooled_capability(capability_), headline=headline(rows),
+    )  # fmt: skip
 
 
 def write_metrics(
     run: Path,
-    judged: Sequence[dict[str, Any]],
-    capability: Sequence[dict[str, Any]],
+    judged: Sequence[JudgedAnswer],
+    capability: Sequence[Mapping[str, Any]],
     *,
-    cells: Sequence[dict[str, Any]],
+    cells: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    info = {c["variant"]: c for c in cells}
-    base = {"dose": None, "seed": None, "format": None}
-    records = [{**r, **{k: info.get(r["variant"], base)[k] for k in ("dose", "seed", "format")}}
-               for r in cell_metrics(judged)]  # fmt: skip
-    tuned = [r for r in records if r["dose"] is not None]
-    summary = seed_summary(tuned, ("dose", "format", "eval_set", "category", "metric"))
-    metrics: dict[str, Any] = {
-        "cells": records,
-        "capability": list(capability),
-        "seed_summary": summary,
-        "capability_seed_summary": seed_summary(
-            [c for c in capability if c["dose"] is not None], ("dose", "format", "metric")
-        ),
-        "differences": _differences(judged, cells),
-    }
-    metrics["headline"] = headline(metrics)
-    write_json(run / "results" / "metrics.json", metrics)
+    """Write results/metrics.json and results/metrics.csv (every metric row) and return the JSON content."""
+    metrics = compute_metrics(judged, capability, cells=cells)
+    data = metrics.model_dump(mode="json")
+    write_json(metrics_path(run), data)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    for r in records:
-        writer.writerow(r)
-    for c in capability:
-        writer.writerow({**c, "eval_set": "capability", "category": "all", "lo": "", "hi": ""})
-    with atomic_open(run / "results" / "metrics.csv") as f:
+    for row in [*metrics.cells, *metrics.pooled, *metrics.capability, *metrics.capability_pooled]:
+        writer.writerow(row.model_dump(mode="json"))
+    with atomic_open(results_dir(run) / "metrics.csv") as f:
         f.write(buffer.getvalue())
-    return metrics
+    return data
 
 
-def _differences(judged: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Paired (same prompts) change of each metric from one dose to the next, per seed and format."""
-    out = []
-    for metric in RATE_METRICS:
-        values = per_prompt(judged, metric)
-        for seed in sorted({c["seed"] for c in cells}):
-            for fmt in sorted({c["format"] for c in cells}):
-                chain = sorted((c for c in cells if c["seed"] == seed and c["format"] == fmt), key=lambda c: c["dose"])
-                for a, b in itertools.pairwise(chain):
-                    for eval_set in sorted({s for (v, s) in values if v == a["variant"]}):
-                        va, vb = values.get((a["variant"], eval_set), {}), values.get((b["variant"], eval_set), {})
-                        ids = sorted(set(va) & set(vb))
-                        if ids:
-                            diff = paired_difference([va[i] for i in ids], [vb[i] for i in ids])
-                            out.append({"metric": metric, "eval_set": eval_set, "seed": seed, "format": fmt,
-                                        "from_dose": a["dose"], "to_dose": b["dose"], **diff})  # fmt: skip
-    return out
+def load_metrics(run: Path) -> MetricsFile:
+    """results/metrics.json as typed records; one written by an older safedose is a one-line error."""
+    try:
+        return MetricsFile.model_validate(read_metrics(run))
+    except ValidationError as e:
+        raise SafedoseError(
+            f"{metrics_path(run)}: not written by this safedose ({str(e).splitlines()[0]}); rerun `safedose sweep`"
+        ) from None
 
 
 def mean_over_sets(
-    metrics: dict[str, Any], metric: str, dose: int | None, sets: Sequence[str] | None = None
-) -> float | None:
-    """Mean over eval sets (category `all`) and seeds of `metric` at `dose` (None = the untuned base)."""
-    vals = [r["value"] for r in metrics["cells"] if r["metric"] == metric and r["category"] == "all"
-            and r["dose"] == dose and (sets is None or r["eval_set"] in sets) and r["value"] is not None]  # fmt: skip
-    return sum(vals) / len(vals) if vals else None
+    rows: Sequence[MetricRow], metric: str, dose: int | None, sets: Sequence[str] | None = None
+) -> tuple[float | None, list[str]]:
+    """Mean over eval sets (category `all`) of the mean over seeds of `metric` at `dose` (None: the untuned model
+    with the tuning template), and the sets it averages."""
+    by_set: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        wanted = r.variant == BASE if dose is None else r.dose == dose
+        if (
+            wanted
+            and r.metric == metric
+            and r.category == "all"
+            and r.value is not None
+            and (sets is None or r.eval_set in sets)
+        ):
+            by_set[r.eval_set].append(r.value)
+    if not by_set:
+        return None, []
+    return float(np.mean([np.mean(v) for v in by_set.values()])), sorted(by_set)
 
 
-def headline(metrics: dict[str, Any]) -> str:
-    """One sentence computed from the data: harmful compliance and over-refusal, lowest dose against a middle one."""
-    doses = sorted({r["dose"] for r in metrics["cells"] if r["dose"] is not None})
+def _change(before: float, after: float) -> str:
+    if round(after, 2) == round(before, 2):
+        return f"stayed at {before:.0%}"
+    return f"{'fell' if after < before else 'rose'} from {before:.0%}"
+
+
+def headline(rows: Sequence[MetricRow]) -> str:
+    """One sentence from the data: harmful compliance (strict) and over-refusal, lowest dose against the dose closest
+    to the paper's 300, with the untuned model (tuning template) for reference."""
+    doses = sorted({r.dose for r in rows if r.dose is not None})
     if len(doses) < 2:
         return "Only one dose was run: no dose-response to report."
     low = doses[0]
-    high = min(doses[1:], key=lambda d: abs(d - 300))  # the paper's headline dose, or the closest one run
-    hc_low, hc_high = (
-        mean_over_sets(metrics, "harmful_compliance", low),
-        mean_over_sets(metrics, "harmful_compliance", high),
-    )
-    safe_sets = sorted({r["eval_set"] for r in metrics["cells"] if r["metric"] == "over_refusal"})
-    target = "xstest-v2-safe" if "xstest-v2-safe" in safe_sets else (safe_sets[0] if safe_sets else None)
+    high = min(doses[1:], key=lambda d: abs(d - HEADLINE_DOSE))
     text = ""
+    (hc_low, sets), (hc_high, _) = (mean_over_sets(rows, DEFAULT_HARMFUL_COMPLIANCE, d) for d in (low, high))
     if hc_low is not None and hc_high is not None:
-        change = f"from {hc_low:.0%} (with {low}) to {hc_high:.0%}"
-        verb = "fell" if hc_high < hc_low else "rose" if hc_high > hc_low else "stayed at"
-        change = change if verb != "stayed at" else f"{hc_low:.0%}"
-        text = f"With {high} safety examples harmful compliance {verb} {change}"
+        change = _change(hc_low, hc_high)
+        to = "" if change.startswith("stayed") else f" at dose {low} to {hc_high:.0%}"
+        where = f"mean over {len(sets)} unsafe sets" if len(sets) > 1 else f"on {sets[0]}"
+        untuned, _ = mean_over_sets(rows, DEFAULT_HARMFUL_COMPLIANCE, None, sets)
+        reference = f"; untuned model with the tuning template: {untuned:.0%}" if untuned is not None else ""
+        text = (f"With {high} safety examples, harmful compliance {change}{to} (strict: a partial answer counts as "
+                f"compliance; {where}{reference})")  # fmt: skip
+    safe_sets = sorted({r.eval_set for r in rows if r.metric == "over_refusal"})
+    target = "xstest-v2-safe" if "xstest-v2-safe" in safe_sets else (safe_sets[0] if safe_sets else None)
     if target:
-        a, b = (
-            mean_over_sets(metrics, "over_refusal", low, [target]),
-            mean_over_sets(metrics, "over_refusal", high, [target]),
-        )
+        (a, _), (b, _) = (mean_over_sets(rows, "over_refusal", d, [target]) for d in (low, high))
         if a is not None and b is not None:
-            text += f"{' while' if text else 'Over'} over-refusal on {target} went from {a:.0%} to {b:.0%}"
+            change = _change(a, b)
+            to = "" if change.startswith("stayed") else f" to {b:.0%}"
+            lead = ", while over-refusal" if text else f"With {high} safety examples, over-refusal"
+            text += f"{lead} on {target} {change}{to}"
     return (text or "No refusal metrics were computed") + "."

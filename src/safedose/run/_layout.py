@@ -1,14 +1,14 @@
 """Where everything lives in a run directory, its schema version, and the readers every stage shares.
 
-    RUN/
-      run.json                  schema version (written first; an old or foreign layout is refused)
-      manifest.json             the config, fingerprints, sampled prompts, judges, versions
-      data/seed{S}/{fp}/        one nested mix per seed, content-addressed by its fingerprint
-      adapters/{cell}-{fp}/     one LoRA adapter per cell, content-addressed by its fingerprint
-      cache.sqlite              finished generations, verdicts and capability values
-      results/judged.jsonl      every answer with every verdict (`JudgedAnswer` rows)
-      results/metrics.{json,csv}
-      report/index.html
+Layout of RUN/:
+
+- run.json: the schema version (written first; an old or foreign layout is refused)
+- manifest.json: the config, fingerprints, sampled prompts, judges, versions
+- data/seed{S}-{format}/{fingerprint}/: one nested mix per seed and format, named by its fingerprint
+- adapters/{cell}-{fingerprint}/: one LoRA adapter per cell, named by its fingerprint
+- cache.sqlite: finished generations, verdicts and capability values
+- results/judged.jsonl: every answer with every verdict (`JudgedAnswer` rows)
+- results/metrics.{json,csv}, report/index.html
 """
 
 from __future__ import annotations

@@ -67,6 +67,17 @@ class RequestError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+def fold_system(model: str, template: str, messages: list[Message]) -> str:
+    """One instruction from a single-turn template: each system message's text, a blank line, then the user turn."""
+    turns = [m for m in messages if m.role != "system"]
+    if len(turns) != 1 or turns[0].role != "user":
+        raise RequestError(
+            400, f"model {model!r} uses the '{template}' template: send exactly one user message (and any system ones)"
+        )
+    system = [m.content.strip() for m in messages if m.role == "system" and m.content.strip()]
+    return "\n\n".join([*system, turns[0].content])
+
+
 @dataclass
 class _Work:
     variant: str | None
@@ -121,14 +132,12 @@ class Server:
         raise RequestError(404, f"model {model!r} is not served here; available: {known}", "model_not_found")
 
     def chat_prompt(self, model: str, messages: list[Message]) -> str:
+        """The prompt text: the chat template over all turns, or one instruction for the Alpaca template."""
         template = self.templates[model]
         if template == "chat":
             turns = [m.model_dump() for m in messages]
             return str(self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
-        users = [m for m in messages if m.role != "system"]
-        if len(users) != 1 or users[0].role != "user":
-            raise RequestError(400, f"model {model!r} uses the '{template}' template: send exactly one user message")
-        return render_prompt(template, users[0].content, "", self.tokenizer)
+        return render_prompt(template, fold_system(model, template, messages), "", self.tokenizer)
 
     def submit(self, model: str, texts: list[str], decoding: Decoding, *, stream: bool, raw: bool) -> _Work:
         template = self.templates[model]

@@ -21,8 +21,21 @@ class EvalSets(BaseModel):
     harm: list[str] = Field(min_length=1)
     over_refusal: list[str] = Field(default_factory=list)
     capability: str | None = "alpaca-eval"
-    limit: int | None = Field(None, gt=0, description="first N prompts of each harm / over-refusal set")
+    limit: int | None = Field(None, gt=0, description="a seeded sample of N prompts per set, stratified by category")
+    sample_seed: int = Field(0, description="seed of the `limit` sample (the same for every cell)")
     capability_limit: int = Field(50, gt=0)
+
+    def all_sets(self) -> list[str]:
+        return [*self.harm, *self.over_refusal]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> EvalSets:
+        both = sorted(set(self.harm) & set(self.over_refusal))
+        if both:
+            raise ValueError(f"{', '.join(both)} cannot be both a harm and an over-refusal set")
+        if len(set(self.all_sets())) != len(self.all_sets()):
+            raise ValueError("an eval set is listed twice")
+        return self
 
 
 class Judges(BaseModel):
@@ -47,7 +60,8 @@ class SweepConfig(BaseModel):
     doses: list[int] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     formats: list[Literal["instruction"]] = Field(default_factory=lambda: ["instruction"], min_length=1)  # type: ignore[arg-type]
-    val_size: int = Field(200, gt=0)
+    val_size: int = Field(200, gt=0, description="base rows that choose the checkpoint")
+    test_size: int = Field(200, gt=0, description="base rows that measure capability (never seen in training)")
     max_tokens: int | None = Field(None, gt=0)
     train: dict[str, Any] = Field(default_factory=dict)
     eval_sets: EvalSets

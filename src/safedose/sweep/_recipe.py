@@ -1,12 +1,12 @@
 """The sweep recipe: mixes → adapters → generations → verdicts → capability → metrics → report. Read top to bottom.
 
 Every step stores what it finished (mix files, adapter manifests, rows in `cache.sqlite`) before the next begins,
-so a killed sweep rerun with the same command skips the finished work and ends with the same metrics.
+and every mix and adapter directory is named by the fingerprint of what decides it, so a killed sweep rerun with the
+same command skips the finished work and ends with the same metrics, and a changed setting never reuses stale work.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,22 +17,35 @@ from rich.console import Console
 from rich.markup import escape
 
 from safedose.cache import Cache, cache_key
-from safedose.data import EvalPrompt, InstructionRecord, load_eval_prompts, load_instructions, mix, train_file, val_file
-from safedose.files import sha256_file, write_json, write_jsonl
+from safedose.data import (
+    EvalPrompt,
+    InstructionRecord,
+    load_eval_prompts,
+    load_instructions,
+    mix,
+    sample_prompts,
+    train_file,
+    val_file,
+)
+from safedose.data import test_file as base_test_file
+from safedose.files import sha256_file, write_json
+from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
 from safedose.sweep._config import SweepConfig
+from safedose.sweep._plan import (
+    Cell,
+    adapter_dir,
+    cell_fingerprint,
+    cells_of,
+    check_names,
+    contamination_sets,
+    mix_complete,
+    mix_dir,
+    mix_inputs,
+    record_timing,
+    timing_key,
+)
 
-BASE = "base"
-
-
-@dataclass(frozen=True)
-class Cell:
-    dose: int
-    seed: int
-    format: str
-
-    @property
-    def name(self) -> str:
-        return f"n{self.dose}-s{self.seed}-{self.format}"
+ROLES = ("refusal", "harm", "moderation")
 
 
 @dataclass(frozen=True)
@@ -65,71 +78,98 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     from safedose.train import train
 
     console = console or Console()
-    run = config.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    cells = [Cell(d, s, f) for s in config.seeds for f in config.formats for d in config.doses]
-    steps = _Steps(len(config.seeds) + len(cells) + 4, console)
+    check_names(config)  # a typo fails here, before any work
+    run = open_run(config.run_dir, create=True)
+    cells = cells_of(config)
+    groups = [(s, f) for s in config.seeds for f in config.formats]
+    steps = _Steps(len(groups) + len(cells) + 4, console)
     cache = Cache(run / "cache.sqlite")
+    model_dir = resolve_model(config.model)
 
-    # 1. Mixes: one nested set of doses per seed (exact N, shared base rows and validation rows).
-    for seed in config.seeds:
-        steps.start(f"mix seed {seed}")
-        out = run / "data" / f"seed{seed}"
-        if not (out / "datasheet.json").is_file():
+    # 1. Mixes: one nested set of doses per seed and format (exact N; shared train, selection and test base rows).
+    mixes: dict[tuple[int, str], dict[str, Any]] = {}
+    for seed, fmt in groups:
+        steps.start(f"mix seed {seed} {fmt}")
+        out = mix_dir(run, config, seed, fmt)
+        if not mix_complete(out, config.doses):
             mix(base=config.base, base_size=config.base_size, safety=config.safety, doses=config.doses, out=out,
-                seed=seed, val_size=config.val_size, max_tokens=config.max_tokens, tokenizer=config.model)  # fmt: skip
+                seed=seed, val_size=config.val_size, test_size=config.test_size, format=fmt,
+                max_tokens=config.max_tokens, tokenizer=config.model, eval_sets=contamination_sets(config))  # fmt: skip
+        mixes[(seed, fmt)] = {"dir": str(out.relative_to(run)), "fingerprint_inputs": mix_inputs(config, seed, fmt)}
         steps.finish()
 
-    # 2. Adapters: one LoRA run per cell; train() itself resumes an interrupted run and skips a finished one.
+    # 2. Adapters: one LoRA run per cell, in a directory named by its fingerprint; train() resumes or skips.
+    adapters: dict[Cell, Path] = {}
+    fingerprints: dict[str, str] = {}
     for cell in cells:
         steps.start(f"train {cell.name}")
-        data = run / "data" / f"seed{cell.seed}"
-        train(config.cell_train_config(str(run / "adapters" / cell.name), str(train_file(data, cell.dose)),
-                                       str(val_file(data, cell.dose)), cell.seed))  # fmt: skip
+        data = mix_dir(run, config, cell.seed, cell.format)
+        fp, _ = cell_fingerprint(config, run, cell)
+        target = adapter_dir(run, cell, fp)
+        started = time.perf_counter()
+        fresh = not (target / "safedose.json").is_file()
+        settings = config.cell_train_config(str(target), str(train_file(data, cell.dose)),
+                                            str(val_file(data, cell.dose)), cell.seed)  # fmt: skip
+        train(settings)
+        if fresh:
+            row_epochs = (config.base_size + cell.dose) * settings.epochs
+            record_timing(timing_key("train", config), time.perf_counter() - started, row_epochs)
+        adapters[cell], fingerprints[cell.name] = target, fp
         steps.finish()
 
-    # 3. Generations: all adapters and the untouched base on one loaded base model, through the cache.
+    # 3. Generations: all adapters and the untuned base on one loaded base model, through the cache. The untuned
+    # model answers with the tuning template (so untuned → dose 0 isolates tuning) and with its own chat template.
     steps.start("generate")
-    prompts = _eval_prompts(config)
-    adapters = [f"{c.name}={run / 'adapters' / c.name}" for c in cells]
+    prompts, sampling = _eval_prompts(config)
     template = config.train.get("template", "alpaca")
-    rows = generate(config.model, adapters, prompts, template=template, decoding=config.decoding,
-                    backend=config.backend, cache=cache)  # fmt: skip
+    started = time.perf_counter()
+    rows = generate(config.model, [f"{c.name}={adapters[c]}" for c in cells], prompts, template=template,
+                    decoding=config.decoding, backend=config.backend, cache=cache)  # fmt: skip
+    variants = [(BASE if r["adapter"] is None else r["adapter"], r) for r in rows]
+    if template != "chat" and _has_chat_template(model_dir):
+        chat = generate(config.model, [], prompts, template="chat", decoding=config.decoding,
+                        backend=config.backend, cache=cache)  # fmt: skip
+        variants += [(BASE_CHAT, r) for r in chat]
+    _record(timing_key("generate", config), started, len(variants))
     steps.finish()
 
-    # 4. Verdicts: every judge over every generation, in batches, through the cache.
+    # 4. Verdicts: every judge over every answer, in batches, through the cache.
     steps.start("judge")
-    by_cell = {c.name: c for c in cells}
-    judged = [{**r, "variant": r["adapter"] or BASE, **_cell_fields(by_cell.get(r["adapter"] or ""))} for r in rows]
+    started = time.perf_counter()
+    by_name = {c.name: c for c in cells}
+    verdicts: dict[str, list[RoleVerdict]] = {}
     revisions: dict[str, str] = {}
-    for role in ("refusal", "harm", "moderation"):
+    for role in ROLES:
         name = getattr(config.judges, role)
         if not name:
             continue
         judge = get_judge(name)
         revisions[role] = judge_id(judge)
         _validate_once(name)
-        verdicts = judge_rows(judge, judged, cache=cache)
-        for row, v in zip(judged, verdicts, strict=True):
-            row[f"{role}_label"], row[f"{role}_score"] = v["label"], v["score"]
-            if "categories" in v:
-                row[f"{role}_categories"] = v["categories"]
-    write_jsonl(run / "results" / "judged.jsonl", judged)
+        judged = judge_rows(judge, [r for _, r in variants], cache=cache)
+        verdicts[role] = [_role_verdict(v) for v in judged]
+    answers = [_answer(variant, row, by_name.get(variant), {role: v[i] for role, v in verdicts.items()})
+               for i, (variant, row) in enumerate(variants)]  # fmt: skip
+    write_judged(run, answers)
+    _record(timing_key("judge", config), started, len(answers))
     steps.finish()
 
-    # 5. Capability: held-out base-data loss and AlpacaEval reference log-likelihood, per variant.
+    # 5. Capability: NLL on each seed's base-data test split (never used for training or checkpoint choice) and
+    # on AlpacaEval reference answers, per variant.
     steps.start("capability")
-    model_dir = resolve_model(config.model)
-    capability = _capability(config, cells, run, model_dir, model_hash(model_dir), template, cache)
+    started = time.perf_counter()
+    capability = _capability(config, cells, adapters, run, model_dir, model_hash(model_dir), template, cache)
+    _record(timing_key("capability", config), started, len(capability))
     steps.finish()
 
     # 6. Metrics and the report.
     steps.start("metrics and report")
     from safedose.report import write_metrics, write_report
 
-    manifest = _manifest(config, run, revisions)
-    write_json(run / "manifest.json", manifest)
-    metrics = write_metrics(run, judged, capability, cells=[_cell_fields(c) | {"variant": c.name} for c in cells])
+    manifest = _manifest(config, run, revisions, sampling, mixes, adapters, fingerprints)
+    write_json(manifest_path(run), manifest)
+    cell_info = [{"variant": c.name, "dose": c.dose, "seed": c.seed, "format": c.format} for c in cells]
+    metrics = write_metrics(run, answers, capability, cells=cell_info)
     report = write_report(run)
     steps.finish()
     cache.close()
@@ -138,34 +178,70 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     return SweepResult(run, metrics, report)
 
 
+def _record(key: str, started: float, units: int) -> None:
+    """Remember this machine's speed for `--dry-run`; a step served from the cache says nothing about speed."""
+    elapsed = time.perf_counter() - started
+    if elapsed > 2.0:
+        record_timing(key, elapsed, units)
+
+
 def _validate_once(name: str) -> None:
     """Trained judges are validated once per build (the report shows their agreement with humans)."""
-    from safedose.judges import validate
-    from safedose.judges._trained import TRAINED, stored_validation
+    from safedose.judges import TRAINED, stored_validation, validate
 
     if name in TRAINED and stored_validation(name) is None:
         validate(name)
 
 
-def _cell_fields(cell: Cell | None) -> dict[str, Any]:
-    if cell is None:
-        return {"dose": None, "seed": None, "format": None}
-    return {"dose": cell.dose, "seed": cell.seed, "format": cell.format}
+def _has_chat_template(model_dir: Path) -> bool:
+    from safedose.generate import load_tokenizer
+
+    return bool(getattr(load_tokenizer(model_dir), "chat_template", None))
 
 
-def _eval_prompts(config: SweepConfig) -> list[EvalPrompt]:
-    prompts = []
-    for name in config.eval_sets.harm + config.eval_sets.over_refusal:
-        rows = load_eval_prompts(name)[: config.eval_sets.limit]
+def _role_verdict(row: dict[str, Any]) -> RoleVerdict:
+    label = None if row.get("parse_error") else row.get("label")
+    return RoleVerdict(judge=row["judge"], label=label, score=row.get("score"),
+                       parse_error=bool(row.get("parse_error")), categories=row.get("categories"))  # fmt: skip
+
+
+def _answer(variant: str, row: dict[str, Any], cell: Cell | None, verdicts: dict[str, RoleVerdict]) -> JudgedAnswer:
+    return JudgedAnswer(
+        id=row["id"], eval_set=row["eval_set"], category=row["category"], expected_label=row["expected_label"],
+        prompt=row["prompt"], response=row["response"], variant=variant, adapter=row["adapter"],
+        template=row["template"], dose=cell.dose if cell else None, seed=cell.seed if cell else None,
+        format=cell.format if cell else None, verdicts=verdicts,
+    )  # fmt: skip
+
+
+def _eval_prompts(config: SweepConfig) -> tuple[list[EvalPrompt], dict[str, Any]]:
+    """Each harm / over-refusal set, sampled (seeded, stratified by category) to `limit`, with what was drawn."""
+    prompts: list[EvalPrompt] = []
+    sampling: dict[str, Any] = {"limit": config.eval_sets.limit, "seed": config.eval_sets.sample_seed, "sets": {}}
+    for name in config.eval_sets.all_sets():
+        pool = load_eval_prompts(name)
+        rows = sample_prompts(pool, config.eval_sets.limit, seed=config.eval_sets.sample_seed)
         expected = "unsafe" if name in config.eval_sets.harm else "safe"
         prompts += [p if p.expected_label else p.model_copy(update={"expected_label": expected}) for p in rows]
-    return prompts
+        by_category: dict[str, int] = {}
+        for p in rows:
+            by_category[p.category or "(none)"] = by_category.get(p.category or "(none)", 0) + 1
+        sampling["sets"][name] = {"pool": len(pool), "n": len(rows), "by_category": dict(sorted(by_category.items())),
+                                  "ids": [p.id for p in rows]}  # fmt: skip
+    return prompts, sampling
 
 
 def _capability(
-    config: SweepConfig, cells: list[Cell], run: Path, model_dir: Path, base_hash: str, template: str, cache: Cache
+    config: SweepConfig,
+    cells: list[Cell],
+    adapters: dict[Cell, Path],
+    run: Path,
+    model_dir: Path,
+    base_hash: str,
+    template: str,
+    cache: Cache,
 ) -> list[dict[str, Any]]:
-    """Mean NLL per token on each seed's held-out base rows and on AlpacaEval references, cached per variant."""
+    """Mean NLL per token on each seed's base-data test split and on AlpacaEval references, cached per variant."""
     from safedose.evaluate import mean_token_nll
     from safedose.generate import load_adapter_info, load_model, load_tokenizer, use_variant
 
@@ -174,44 +250,59 @@ def _capability(
         refs = [p for p in load_eval_prompts(config.eval_sets.capability) if p.reference]
         references = [InstructionRecord(id=p.id, instruction=p.prompt, output=p.reference or "", source=p.eval_set)
                       for p in refs[: config.eval_sets.capability_limit]]  # fmt: skip
-    variants: list[tuple[str, Cell | None]] = [(BASE, None)] + [(c.name, c) for c in cells]
-    infos = {c.name: load_adapter_info(f"{c.name}={run / 'adapters' / c.name}") for c in cells}
+    max_length = config.cell_train_config("-", "-", None, 0).max_length  # type: ignore[arg-type]
+    infos = {c.name: load_adapter_info(f"{c.name}={adapters[c]}") for c in cells}
+    variants: list[tuple[str, Cell | None, str]] = [(BASE, None, template)]
+    if template != "chat" and _has_chat_template(model_dir):
+        variants.append((BASE_CHAT, None, "chat"))
+    variants += [(c.name, c, template) for c in cells]
     dtype = config.decoding.key()["dtype"]
     jobs = []
-    for name, cell in variants:
-        seed = cell.seed if cell else config.seeds[0]
-        val = val_file(run / "data" / f"seed{seed}", cell.dose if cell else config.doses[0])
-        for kind, path_or_rows in (("val_loss", val), ("reference_nll", references)):
+    for name, cell, variant_template in variants:
+        seed, fmt = (cell.seed, cell.format) if cell else (config.seeds[0], config.formats[0])
+        test = base_test_file(mix_dir(run, config, seed, fmt))
+        for kind, data in (("test_loss", test), ("reference_nll", references)):
             if kind == "reference_nll" and not references:
                 continue
-            data_id = sha256_file(val) if kind == "val_loss" else [r.id for r in references]
+            data_id = sha256_file(test) if kind == "test_loss" else [r.id for r in references]
             key = cache_key(kind=kind, model=base_hash, adapter=infos[name].hash if cell else None, data=data_id,
-                            template=template, dtype=dtype)  # fmt: skip
-            jobs.append((key, name, cell, kind, path_or_rows))
+                            template=variant_template, dtype=dtype, max_length=max_length)  # fmt: skip
+            jobs.append((key, name, cell, kind, data, variant_template))
     done = cache.get_many("capability", [j[0] for j in jobs])
     todo = [j for j in jobs if j[0] not in done]
     if todo:
         tokenizer = load_tokenizer(model_dir)
         tokenizer.padding_side = "right"
         model = load_model(model_dir, list(infos.values()), config.decoding.dtype)
-        for key, name, _, _kind, data in todo:
+        for key, name, cell, _kind, data, variant_template in todo:
             rows = load_instructions(str(data)) if isinstance(data, Path) else data
-            with use_variant(model, None if name == BASE else name):
-                value = mean_token_nll(model, tokenizer, rows, template=template)
+            with use_variant(model, name if cell else None):
+                value = mean_token_nll(model, tokenizer, rows, template=variant_template, max_length=max_length)
             cache.put_many("capability", {key: {"value": value, "n": len(rows)}})
             done[key] = {"value": value, "n": len(rows)}
-    return [{"variant": name, **_cell_fields(cell), "metric": kind, **done[key]}
-            for key, name, cell, kind, _ in jobs]  # fmt: skip
+    return [{"variant": name, "dose": cell.dose if cell else None, "seed": cell.seed if cell else None,
+             "format": cell.format if cell else None, "metric": kind, **done[key]}
+            for key, name, cell, kind, _, _ in jobs]  # fmt: skip
 
 
-def _manifest(config: SweepConfig, run: Path, revisions: dict[str, str]) -> dict[str, Any]:
+def _manifest(
+    config: SweepConfig,
+    run: Path,
+    revisions: dict[str, str],
+    sampling: dict[str, Any],
+    mixes: dict[tuple[int, str], dict[str, Any]],
+    adapters: dict[Cell, Path],
+    fingerprints: dict[str, str],
+) -> dict[str, Any]:
     from importlib.metadata import version
 
     from safedose.data import DATASETS
     from safedose.models import model_hash, resolve_model
     from safedose.paths import data_root
+    from safedose.run import SCHEMA_VERSION
+    from safedose.train import RECIPE_VERSION
 
-    used = {config.base, config.safety, *config.eval_sets.harm, *config.eval_sets.over_refusal}
+    used = {config.base, config.safety, *config.eval_sets.all_sets()}
     if config.eval_sets.capability:
         used.add(config.eval_sets.capability)
     shas = {n: [f.sha256 for f in DATASETS.get(n).files] for n in sorted(used) if n in DATASETS}
@@ -222,9 +313,15 @@ def _manifest(config: SweepConfig, run: Path, revisions: dict[str, str]) -> dict
         commit = None
     packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn")
     return {
+        "schema_version": SCHEMA_VERSION,
         "config": config.model_dump(mode="json"),
         "model_hash": model_hash(resolve_model(config.model)),
         "generation_dtype": config.decoding.key()["dtype"],
+        "train_recipe_version": RECIPE_VERSION,
+        "mixes": {f"seed{s}-{f}": m for (s, f), m in sorted(mixes.items())},
+        "cells": {c.name: _cell_entry(c, fingerprints[c.name], adapters[c].relative_to(run)) for c in adapters},
+        "sampling": sampling,
+        "contamination_sets": contamination_sets(config),
         "data_root": str(data_root()),
         "data_sha256": shas,
         "judges": revisions,
@@ -233,5 +330,6 @@ def _manifest(config: SweepConfig, run: Path, revisions: dict[str, str]) -> dict
     }
 
 
-def read_judged(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run / "results" / "judged.jsonl").read_text().splitlines() if line]
+def _cell_entry(cell: Cell, fingerprint: str, adapter: Path) -> dict[str, Any]:
+    return {"dose": cell.dose, "seed": cell.seed, "format": cell.format, "fingerprint": fingerprint,
+            "adapter": str(adapter)}  # fmt: skip

@@ -27,7 +27,8 @@ from safedose.data import load_instructions
 from safedose.errors import SafedoseError
 from safedose.files import atomic_open, sha256_file, write_json
 from safedose.train._config import TrainConfig
-from safedose.train._data import Example, collate, length_grouped_batches, tokenize
+from safedose.train._data import IGNORE, Example, collate, length_grouped_batches, tokenize
+from safedose.train._fingerprint import FINGERPRINT_FILE, differing_keys, fingerprint, fingerprint_inputs
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "safedose.json"
@@ -44,24 +45,41 @@ class TrainResult:
 
 
 class CausalLMLoss(nn.Module):
-    """Summed next-token loss, computing logits only at positions that carry a label."""
+    """Summed next-token loss of the labelled tokens through the model's own forward (see `summed_token_nll`)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        base = self.model.get_base_model()
-        decoder = getattr(base, base.base_model_prefix)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        targets = labels[:, 1:]
-        keep = targets != -100
-        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return summed_token_nll(self.model, input_ids, attention_mask, labels)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Fine-tune `config.model` with LoRA on `config.train_file`; resumes from the last checkpoint if present."""
+def summed_token_nll(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Summed next-token NLL (fp32) of the tokens whose label is not -100, from the logits of `model`'s own forward.
+
+    The model applies its own head (logit soft-capping, logit scaling, ...); a boolean `logits_to_keep` asks it to
+    project only the positions that predict a label. Divided by the label count this is HF's mean `loss`.
+    """
+    device = model.device
+    labels = labels.to(device)
+    predicts = labels[:, 1:] != IGNORE
+    keep = F.pad(predicts, (0, 1), value=False)
+    out = model(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), logits_to_keep=keep, use_cache=False
+    )
+    logits = out.logits if out.logits.dim() == 2 else out.logits[keep]  # a model that ignores the mask keeps all
+    return F.cross_entropy(logits.float(), labels[:, 1:][predicts], reduction="sum")
+
+
+def train(config: TrainConfig, *, force: bool = False) -> TrainResult:
+    """Fine-tune `config.model` with LoRA on `config.train_file`; resumes from the last checkpoint if present.
+
+    A finished (or partly trained) `output_dir` is reused only when its fingerprint matches `config`; otherwise
+    this is an error naming the settings that differ, unless `force` starts the run afresh.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -70,7 +88,14 @@ def train(config: TrainConfig) -> TrainResult:
 
     from safedose.models import model_hash, resolve_model
 
+    # 0. What decides this adapter, and whether `output_dir` already holds it (finished or in part).
     out = Path(config.output_dir)
+    model_dir = resolve_model(config.model)
+    precision = _mixed_precision(config.dtype)
+    inputs = fingerprint_inputs(config, base_model_hash=model_hash(model_dir), mixed_precision=precision)
+    digest = fingerprint(inputs)
+    if _holds_other_run(out, inputs, digest, force=force):
+        _clear(out)
     if (out / MANIFEST).is_file():
         done = json.loads((out / MANIFEST).read_text())
         return TrainResult(out, done["best_step"], done["best_val_loss"], done["final_train_loss"], done["steps"])
@@ -80,7 +105,6 @@ def train(config: TrainConfig) -> TrainResult:
     val_rows = load_instructions(config.val_file) if config.val_file else []
     if not train_rows:
         raise SafedoseError(f"{config.train_file}: no training rows")
-    model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise SafedoseError(
@@ -101,7 +125,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     # 2. Accelerator, model and LoRA.
     AcceleratorState._reset_state()  # a second train() in one process may use another precision
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.dtype), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     _check_target_modules(model, config.lora.target_modules)
@@ -188,23 +212,32 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
 
     out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process and not (out / FINGERPRINT_FILE).is_file():
+        write_json(out / FINGERPRINT_FILE, {"fingerprint": digest, "inputs": inputs})
+    accelerator.wait_for_everyone()
     loss_module.train()
     started, tokens_seen, last_loss = time.perf_counter(), 0, float("nan")
     window = torch.zeros(2)
     progress = _progress(accelerator.is_main_process, total_steps, state["step"])
+    ga = config.gradient_accumulation_steps
     while state["step"] < total_steps:
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, config.micro_batch_size, seed=config.seed, epoch=epoch)
         mine = batches[rank : world * batches_per_epoch : world]
-        for b in range(state["batch"], len(mine)):
+        first = state["batch"]
+        for b in range(first, len(mine)):
             chunk = [train_ex[i] for i in mine[b]]
             n_tokens = sum(e.n_loss_tokens for e in chunk)
             batch = collate(chunk, tokenizer.pad_token_id)
-            last_in_step = (b + 1) % config.gradient_accumulation_steps == 0 or b + 1 == len(mine)
+            if b == first or b % ga == 0:  # a step starts: count its loss tokens over its micro-batches and the ranks
+                local = sum(train_ex[i].n_loss_tokens for m in mine[b : (b // ga + 1) * ga] for i in m)
+                step_tokens = _global_count(accelerator, local)
+            last_in_step = (b + 1) % ga == 0 or b + 1 == len(mine)
             sync = contextlib.nullcontext() if last_in_step else accelerator.no_sync(loss_module)
             with sync, accelerator.autocast():
                 loss_sum = loss_module(**batch)
-            accelerator.backward(loss_sum / max(n_tokens, 1) / config.gradient_accumulation_steps)
+            # the step's gradient is that of the mean over all its loss tokens (DDP averages over ranks: times world)
+            accelerator.backward(loss_sum * world / max(step_tokens, 1))
             window += torch.tensor([loss_sum.item(), n_tokens])
             tokens_seen += sum(len(e.input_ids) for e in chunk)
             if not last_in_step:
@@ -255,6 +288,8 @@ def train(config: TrainConfig) -> TrainResult:
             "train_file": {"path": config.train_file, "sha256": _sha_or_none(config.train_file)},
             "val_file": {"path": config.val_file, "sha256": _sha_or_none(config.val_file)},
             "config": config.model_dump(),
+            "fingerprint": digest,
+            "fingerprint_inputs": inputs,
             "steps": state["step"],
             "best_step": state["best_step"],
             "best_val_loss": state["best_val_loss"],
@@ -267,6 +302,47 @@ def train(config: TrainConfig) -> TrainResult:
         write_json(out / MANIFEST, manifest)
     accelerator.wait_for_everyone()
     return TrainResult(out, state["best_step"], state["best_val_loss"], last_loss, state["step"])
+
+
+def _holds_other_run(out: Path, inputs: dict[str, Any], digest: str, *, force: bool) -> bool:
+    """True when `out` holds (part of) a run of another config and `force` says to start afresh; else an error."""
+    recorded = next((out / f for f in (MANIFEST, FINGERPRINT_FILE) if (out / f).is_file()), None)
+    if recorded is None:
+        if _latest_checkpoint(out) is None:
+            return False
+        theirs: dict[str, Any] = {"fingerprint": None, "fingerprint_inputs": {}}
+    else:
+        theirs = json.loads(recorded.read_text())
+    their_inputs = theirs.get("fingerprint_inputs", theirs.get("inputs", {}))
+    if theirs.get("fingerprint") == digest:
+        return False
+    if force:
+        return True
+    keys = differing_keys(their_inputs, inputs) or ["fingerprint (written by an older safedose)"]
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    raise SafedoseError(
+        f"{out}: holds an adapter trained with other settings ({shown} differ); choose another output_dir, "
+        "or pass --force to train it again"
+    )
+
+
+def _clear(out: Path) -> None:
+    """Remove what `train` writes into `out` (and nothing else)."""
+    for name in (MANIFEST, FINGERPRINT_FILE, LOG, CHECKPOINTS, "last", "README.md"):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for target in (*out.glob("adapter_model.*"), out / "adapter_config.json"):
+        target.unlink(missing_ok=True)
+
+
+def _global_count(accelerator: Any, local: int) -> int:
+    """`local` summed over the processes."""
+    if accelerator.num_processes == 1:
+        return local
+    return int(accelerator.reduce(torch.tensor([local], device=accelerator.device), reduction="sum").item())
 
 
 def _mixed_precision(dtype: str) -> str:

@@ -1,0 +1,266 @@
+"""Before any work: every name a config uses resolves, every step has a fingerprint, and the plan says what will run.
+
+A mix is addressed by the fingerprint of everything that decides its files (sources and their hashes, sizes,
+seed, format, contamination sets, mixing version); doses are not in it, because adding a dose leaves the files of
+the other doses byte-identical. A cell is addressed by its training fingerprint (base model hash, data file
+hashes, every training setting, recipe version). Changing a setting therefore makes new directories beside the
+old ones, and switching back finds the old ones again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safedose.data import CATALOG_VERSION, DATASETS, default_contamination_sets, resolve, train_file, val_file
+from safedose.errors import SafedoseError
+from safedose.files import sha256_file, write_json
+from safedose.paths import cache_dir, data_root
+from safedose.sweep._config import SweepConfig
+
+# Bumped when what mixing does changes (sampling, dedup, contamination rule), not on every release.
+MIX_RECIPE_VERSION = 2
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dose: int
+    seed: int
+    format: str
+
+    @property
+    def name(self) -> str:
+        return f"n{self.dose}-s{self.seed}-{self.format}"
+
+
+def cells_of(config: SweepConfig) -> list[Cell]:
+    return [Cell(d, s, f) for s in config.seeds for f in config.formats for d in config.doses]
+
+
+# -- names resolve before anything runs ---------------------------------------------------------------------------
+
+
+def check_names(config: SweepConfig) -> None:
+    """Every dataset, eval set, judge and the model resolve (with did-you-mean on a typo), or a one-line error."""
+    from safedose.judges import JUDGES
+    from safedose.models import resolve_model
+
+    for field, name in [("base", config.base), ("safety", config.safety)]:
+        _check_source(field, name)
+    for role in ("harm", "over_refusal"):
+        for name in getattr(config.eval_sets, role):
+            _check_source(f"eval_sets.{role}", name)
+    if config.eval_sets.capability:
+        _check_source("eval_sets.capability", config.eval_sets.capability)
+    for role in ("refusal", "harm", "moderation"):
+        name = getattr(config.judges, role)
+        if name:
+            base, sep, arg = name.partition(":")
+            try:
+                JUDGES.get(base)
+            except SafedoseError as e:
+                raise SafedoseError(f"judges.{role}: {e}") from None
+            if sep and not arg:
+                raise SafedoseError(f"judges.{role}: {name!r} needs an argument after the colon")
+    try:
+        resolve_model(config.model)
+    except SafedoseError as e:
+        raise SafedoseError(f"model: {e}") from None
+
+
+def _check_source(field: str, name: str) -> None:
+    if name.startswith(HF_PREFIX):
+        return
+    if name in DATASETS:
+        res = resolve(DATASETS.get(name), data_root(), verify=False)
+        if not res.ok:
+            raise SafedoseError(f"{field}: {name}: {res.status}")
+        return
+    if not Path(name).expanduser().is_file():
+        raise SafedoseError(f"{field}: {DATASETS.unknown_message(name)}; nor is it an existing file")
+
+
+# -- fingerprints -------------------------------------------------------------------------------------------------
+
+
+def source_id(name: str) -> dict[str, Any]:
+    """What identifies a source's content: catalogue hashes, a file's sha256, or the hub id."""
+    if name in DATASETS:
+        return {"name": name, "sha256": [f.sha256 for f in DATASETS.get(name).files]}
+    if name.startswith(HF_PREFIX):
+        return {"name": name}
+    return {"file": str(Path(name).expanduser().resolve()), "sha256": sha256_file(Path(name).expanduser())}
+
+
+def contamination_sets(config: SweepConfig) -> list[str]:
+    """Every registered eval set, plus the files and hub sets this config evaluates on."""
+    registered = default_contamination_sets()
+    return registered + [s for s in config.eval_sets.all_sets() if s not in registered]
+
+
+def mix_inputs(config: SweepConfig, seed: int, fmt: str) -> dict[str, Any]:
+    from safedose.models import model_hash, resolve_model
+
+    tokenizer = model_hash(resolve_model(config.model)) if config.max_tokens is not None else None
+    return {
+        "mix_recipe_version": MIX_RECIPE_VERSION,
+        "catalog_version": CATALOG_VERSION,
+        "base": source_id(config.base),
+        "safety": source_id(config.safety),
+        "base_size": config.base_size,
+        "val_size": config.val_size,
+        "test_size": config.test_size,
+        "max_tokens": config.max_tokens,
+        "tokenizer": tokenizer,
+        "seed": seed,
+        "format": fmt,
+        "contamination": [source_id(s) for s in contamination_sets(config)],
+    }
+
+
+def digest(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def mix_dir(run: Path, config: SweepConfig, seed: int, fmt: str) -> Path:
+    return run / "data" / f"seed{seed}-{fmt}" / digest(mix_inputs(config, seed, fmt))[:12]
+
+
+def mix_complete(out: Path, doses: list[int]) -> bool:
+    from safedose.data import test_file
+
+    needed = [train_file(out, d) for d in doses] + [val_file(out, d) for d in doses] + [test_file(out)]
+    return (out / "datasheet.json").is_file() and all(p.is_file() for p in needed)
+
+
+def cell_fingerprint(config: SweepConfig, run: Path, cell: Cell) -> tuple[str, dict[str, Any]]:
+    """The training fingerprint of a cell whose mix exists."""
+    from safedose.models import model_hash, resolve_model
+    from safedose.train import fingerprint, fingerprint_inputs
+    from safedose.train._recipe import _mixed_precision
+
+    data = mix_dir(run, config, cell.seed, cell.format)
+    train_config = config.cell_train_config("-", str(train_file(data, cell.dose)), str(val_file(data, cell.dose)),
+                                            cell.seed)  # fmt: skip
+    inputs = fingerprint_inputs(train_config, base_model_hash=model_hash(resolve_model(config.model)),
+                                mixed_precision=_mixed_precision(train_config.dtype))  # fmt: skip
+    return fingerprint(inputs), inputs
+
+
+def adapter_dir(run: Path, cell: Cell, fingerprint: str) -> Path:
+    return run / "adapters" / f"{cell.name}-{fingerprint[:12]}"
+
+
+# -- measured speed, for estimates --------------------------------------------------------------------------------
+
+
+def _timings_path() -> Path:
+    return cache_dir() / "timings.json"
+
+
+def record_timing(key: str, seconds: float, units: float) -> None:
+    """Remember how long `units` of work of kind `key` took on this machine (seconds per unit, last value wins)."""
+    if units <= 0:
+        return
+    path = _timings_path()
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        data = {}
+    data[key] = {"seconds_per_unit": seconds / units, "measured": time.strftime("%Y-%m-%d")}
+    write_json(path, data)
+
+
+def measured(key: str) -> float | None:
+    path = _timings_path()
+    try:
+        value = json.loads(path.read_text()).get(key) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+    return float(value["seconds_per_unit"]) if value else None
+
+
+def timing_key(kind: str, config: SweepConfig) -> str:
+    """Timings are per kind of work, model and settings that set its speed on this machine."""
+    from safedose.generate._settings import resolve_dtype
+
+    if kind == "train":
+        settings = config.cell_train_config("-", "-", None, 0)  # type: ignore[arg-type]
+        return f"train:{config.model}:{resolve_dtype(settings.dtype)}:{settings.max_length}:{settings.micro_batch_size}"
+    return f"{kind}:{config.model}:{config.backend}:{config.decoding.key()['dtype']}:{config.decoding.max_new_tokens}"
+
+
+# -- the plan -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    status: str  # "cached", "resume", "run"
+    detail: str
+    seconds: float | None
+
+
+def plan(config: SweepConfig) -> list[Step]:
+    """Every step of the sweep, whether its result is already on disk, and an estimate of its time here."""
+    from safedose.train._recipe import CHECKPOINTS, MANIFEST
+
+    check_names(config)
+    run = config.run_dir
+    steps: list[Step] = []
+    cells = cells_of(config)
+    for seed in config.seeds:
+        for fmt in config.formats:
+            out = mix_dir(run, config, seed, fmt)
+            done = mix_complete(out, config.doses)
+            steps.append(Step(f"mix seed {seed} {fmt}", "cached" if done else "run", str(out), None if done else 5.0))
+    per_row_epoch = measured(timing_key("train", config))
+    epochs = config.cell_train_config("-", "-", None, 0).epochs  # type: ignore[arg-type]
+    all_trained = True
+    for cell in cells:
+        rows = config.base_size + cell.dose
+        estimate = per_row_epoch * rows * epochs if per_row_epoch else None
+        data = mix_dir(run, config, cell.seed, cell.format)
+        if not (train_file(data, cell.dose).is_file() and val_file(data, cell.dose).is_file()):
+            steps.append(Step(f"train {cell.name}", "run", "after its mix is written", estimate))
+            all_trained = False
+            continue
+        fp, _ = cell_fingerprint(config, run, cell)
+        target = adapter_dir(run, cell, fp)
+        checkpoints = sorted((target / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        if (target / MANIFEST).is_file():
+            steps.append(Step(f"train {cell.name}", "cached", str(target), None))
+        elif checkpoints:
+            all_trained = False
+            steps.append(Step(f"train {cell.name}", "resume", f"{target} from {checkpoints[-1].name}", estimate))
+        else:
+            all_trained = False
+            steps.append(Step(f"train {cell.name}", "run", str(target), estimate))
+    n_prompts = sum(min(config.eval_sets.limit or 10**9, _size(s)) for s in config.eval_sets.all_sets())
+    n_variants = len(cells) + 2
+    answers = n_prompts * n_variants
+    per_answer = measured(timing_key("generate", config))
+    note = "finished rows are reused from cache.sqlite" if (run / "cache.sqlite").is_file() else "nothing cached yet"
+    steps.append(Step("generate", "run", f"{n_variants} variants x {n_prompts} prompts; {note}",
+                      per_answer * answers if per_answer else None))  # fmt: skip
+    per_verdict, per_value = measured(timing_key("judge", config)), measured(timing_key("capability", config))
+    steps.append(Step("judge", "run", "verdicts are cached per judge revision and answer",
+                      per_verdict * answers if per_verdict else None))  # fmt: skip
+    values = n_variants * (2 if config.eval_sets.capability else 1)
+    steps.append(Step("capability", "run", "values are cached per variant and data",
+                      per_value * values if per_value else None))  # fmt: skip
+    steps.append(Step("metrics and report", "run", "" if all_trained else "after every cell is trained", 5.0))
+    return steps
+
+
+def _size(name: str) -> int:
+    if name in DATASETS:
+        return DATASETS.get(name).rows
+    from safedose.data import load_eval_prompts
+
+    return len(load_eval_prompts(name))

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+from rich.console import Console
+
+import safedose.cli
+from safedose.data import DATASETS
+from safedose.models import EMBEDDED
+
+
+def test_data_list_piped_prints_whole_names_as_tab_separated_lines(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("data", "list", "--no-verify")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split("\t") == ["name", "kind", "rows", "licence", "resolved"]
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [r[0] for r in rows] == list(DATASETS) and all(len(r) == 5 for r in rows)
+    assert "…" not in result.out
+    malicious = next(r for r in rows if r[0] == "I-MaliciousInstructions")
+    assert malicious[:3] == ["I-MaliciousInstructions", "eval-unsafe", "100"]
+    assert malicious[4].startswith("ok: ") and malicious[4].endswith("I-MaliciousInstructions.json")
+
+
+def test_data_list_json(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("data", "list", "--no-verify", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert [d["name"] for d in data["datasets"]] == list(DATASETS)
+    first = data["datasets"][0]
+    assert set(first) == {"name", "kind", "rows", "expected_rows", "licence", "ok", "resolved"}
+    assert all(d["ok"] and d["rows"] == d["expected_rows"] for d in data["datasets"])
+
+
+def test_models_list_piped_and_json(cli) -> None:  # type: ignore[no-untyped-def]
+    piped = cli("models", "list")
+    assert piped.code == 0, piped.err
+    lines = piped.out.splitlines()
+    assert lines[0] == "name\tdescription\tprepared"
+    assert [line.split("\t")[:2] for line in lines[1:]] == [[n, EMBEDDED.get(n).description] for n in EMBEDDED]
+    as_json = cli("models", "list", "--json")
+    assert as_json.code == 0, as_json.err
+    models = json.loads(as_json.out)["models"]
+    assert [m["name"] for m in models] == list(EMBEDDED)
+    assert all(m["prepared"] is None or isinstance(m["prepared"], str) for m in models)
+
+
+def test_tables_on_a_narrow_terminal_fold_instead_of_cutting(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(safedose.cli, "console", Console(force_terminal=True, width=60, color_system=None))
+    result = cli("data", "list", "--no-verify")
+    assert result.code == 0, result.err
+    assert "┃ name" in result.out and "…" not in result.out
+    cells = "".join(line.split("│")[1].strip() for line in result.out.splitlines() if line.startswith("│"))
+    assert "I-MaliciousInstructions" in cells
