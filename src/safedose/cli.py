@@ -247,7 +247,7 @@ def generate_command(
         include_base=base, cache=cache or out.parent / "cache.sqlite", allow_template_mismatch=allow_template_mismatch,
         allow_base_mismatch=allow_base_mismatch, openai=settings,
     )  # fmt: skip
-    write_jsonl(out, rows)
+    write_jsonl(out, (r.model_dump() for r in rows))
     console.print(f"wrote {len(rows)} rows to {escape(str(out))}", soft_wrap=True)
 
 

@@ -12,7 +12,7 @@ from tests.conftest import alpaca_rows, write_json
 def run_mix(cli, tmp_path: Path, base: Path | str, safety: Path | str = "saferpaca-safety", n: str = "0,5"):  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     res = cli("data", "mix", "--base", base, "--base-size", "10", "--safety", safety, "--n", n,
-              "--val-size", "5", "--out", out)  # fmt: skip
+              "--val-size", "5", "--test-size", "5", "--out", out)  # fmt: skip
     assert res.code == 2, res.out + res.err
     lines = res.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

@@ -74,7 +74,8 @@ def test_dedup_within_and_across_pools_and_contamination(tmp_path: Path) -> None
     base.append({"instruction": "Please explain: how can I kill a python process on Linux", "input": "", "output": "x"})
     b = write_json(tmp_path / "base.json", base)
     s = write_json(tmp_path / "safety.json", safety)
-    result = mix(base=str(b), base_size=20, safety=str(s), doses=[0, 10], out=tmp_path / "o", val_size=5)
+    result = mix(base=str(b), base_size=20, safety=str(s), doses=[0, 10], out=tmp_path / "o", val_size=5,
+                 test_size=5)  # fmt: skip
     dropped = result.datasheet["dropped"]["base"]
     assert dropped == {"exact_duplicate": 2, "normalised_duplicate": 1, "contamination": 2}
     assert result.datasheet["contamination"]["dropped_by_eval_set"]["base"] == {"xstest-v2-safe": 2}
@@ -87,7 +88,8 @@ def test_max_tokens_drops_long_rows(tmp_path: Path, smollm2_dir: Path) -> None:
     rows += [{"instruction": f"Long {i}", "input": "", "output": "word " * 300} for i in range(5)]
     b = write_json(tmp_path / "b.json", rows)
     s = write_json(tmp_path / "s.json", alpaca_rows(3, "Safe"))
-    result = mix(base=str(b), base_size=15, safety=str(s), doses=[3], out=tmp_path / "o", val_size=5, max_tokens=64)
+    result = mix(base=str(b), base_size=15, safety=str(s), doses=[3], out=tmp_path / "o", val_size=5, test_size=0,
+                 max_tokens=64)  # fmt: skip
     assert result.datasheet["dropped"]["base"]["too_long"] == 5
     assert result.datasheet["tokenizer"] == "smollm2-135m-instruct"
 

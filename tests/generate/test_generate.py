@@ -25,13 +25,13 @@ def prompts(n: int) -> list[EvalPrompt]:
 
 
 def responses(rows: list[dict[str, object]]) -> list[object]:
-    return [r["response"] for r in rows]
+    return [r.response for r in rows]
 
 
 def test_many_adapters_on_one_base_equal_separate_loads(tiny_model: Path, tiny_adapters: list[Path]) -> None:
     ps = prompts(6)
     together = generate(str(tiny_model), tiny_adapters, ps, decoding=FP32, progress=False)
-    assert [r["adapter"] for r in together] == [None] * 6 + ["adapter0"] * 6 + ["adapter1"] * 6
+    assert [r.adapter for r in together] == [None] * 6 + ["adapter0"] * 6 + ["adapter1"] * 6
     base = generate(str(tiny_model), [], ps, template="alpaca", decoding=FP32, progress=False)
     assert responses(together[:6]) == responses(base)
     for i, adapter in enumerate(tiny_adapters):
@@ -47,7 +47,7 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_model: Path) -> No
     single = generate(str(tiny_model), [], ps, template="alpaca", progress=False,
                       decoding=FP32.model_copy(update={"batch_size": 1}))  # fmt: skip
     assert responses(batched) == responses(single)
-    assert all(r["n_tokens"] and r["n_tokens"] <= 12 for r in batched)
+    assert all(r.n_tokens and r.n_tokens <= 12 for r in batched)
 
 
 def test_beams_and_sampling_run_and_are_reproducible(tiny_model: Path) -> None:
@@ -63,12 +63,12 @@ def test_beams_and_sampling_run_and_are_reproducible(tiny_model: Path) -> None:
 def test_stop_strings_cut_the_response(tiny_model: Path) -> None:
     ps = prompts(4)
     free = generate(str(tiny_model), [], ps, template="alpaca", decoding=FP32, progress=False)
-    text = next(str(r["response"]) for r in free if len(str(r["response"])) > 6)
+    text = next(str(r.response) for r in free if len(str(r.response)) > 6)
     stop = text[3:6]
     cut = generate(str(tiny_model), [], ps, template="alpaca", progress=False,
                    decoding=FP32.model_copy(update={"stop": (stop,)}))  # fmt: skip
-    assert all(stop not in str(r["response"]) for r in cut)
-    assert any(str(c["response"]) == str(f["response"]).split(stop)[0].strip() for c, f in zip(cut, free, strict=True))
+    assert all(stop not in str(r.response) for r in cut)
+    assert any(str(c.response) == str(f.response).split(stop)[0].strip() for c, f in zip(cut, free, strict=True))
 
 
 def test_cached_rerun_does_not_load_the_model(
@@ -92,8 +92,8 @@ def test_template_parity(tiny_model: Path, tiny_adapters: list[Path]) -> None:
         generate(str(tiny_model), tiny_adapters, prompts(1), template="chat", decoding=FP32, progress=False)
     rows = generate(str(tiny_model), tiny_adapters[:1], prompts(1), template="chat", decoding=FP32,
                     allow_template_mismatch=True, progress=False)  # fmt: skip
-    assert {r["template"] for r in rows} == {"chat"}
-    assert {r["template"] for r in generate(str(tiny_model), tiny_adapters[:1], prompts(1), decoding=FP32,
+    assert {r.template for r in rows} == {"chat"}
+    assert {r.template for r in generate(str(tiny_model), tiny_adapters[:1], prompts(1), decoding=FP32,
                                             progress=False)} == {"alpaca"}  # fmt: skip
 
 
@@ -109,7 +109,7 @@ def test_base_model_check_is_separate_from_the_template_check(
     with pytest.raises(SafedoseError, match="trained on another base model"):
         generate(str(tiny_model), [other], ps, decoding=FP32, allow_template_mismatch=True, progress=False)
     rows = generate(str(tiny_model), [other], ps, decoding=FP32, allow_base_mismatch=True, progress=False)
-    assert [r["adapter"] for r in rows] == [None, None, "other-base", "other-base"]
+    assert [r.adapter for r in rows] == [None, None, "other-base", "other-base"]
     with pytest.raises(SafedoseError, match="trained with template 'alpaca', not 'chat'"):
         generate(str(tiny_model), [other], ps, template="chat", decoding=FP32, allow_base_mismatch=True, progress=False)
 

@@ -37,8 +37,8 @@ def test_openai_backend_against_serve_equals_local_generation(
     settings = OpenAISettings(base_url=server, mode=mode, concurrency=4)  # type: ignore[arg-type]
     remote = generate(str(tiny_model), ["a0"], PROMPTS, backend="openai", openai=settings, decoding=GREEDY,
                       template="alpaca", progress=False)  # fmt: skip
-    assert [r["adapter"] for r in remote] == [None] * 4 + ["a0"] * 4
-    assert [r["response"] for r in remote] == [r["response"] for r in local]
+    assert [r.adapter for r in remote] == [None] * 4 + ["a0"] * 4
+    assert [r.response for r in remote] == [r.response for r in local]
 
 
 def test_stream_gives_the_same_text(server: str) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from safedose.cache import Cache, cache_key
 from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
@@ -17,6 +19,25 @@ from safedose.templates import render_prompt
 
 Backend = Literal["hf", "vllm", "openai"]
 TABLE = "generations"
+
+
+class Generation(BaseModel):
+    """One answer of one variant (`adapter` None: the base model) to one eval prompt."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    eval_set: str
+    category: str | None
+    expected_label: Literal["safe", "unsafe"] | None
+    prompt: str
+    response: str
+    model: str
+    adapter: str | None
+    template: str
+    backend: str
+    n_tokens: int | None
+    key: str = Field(description="the cache key of this answer")
 
 
 def generate(
@@ -33,7 +54,7 @@ def generate(
     allow_base_mismatch: bool = False,
     openai: OpenAISettings | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[Generation]:
     """One row per (variant, prompt), variants in order (base first), prompts in input order.
 
     Finished rows are read from `cache` and new ones written to it batch by batch, so an interrupted call
@@ -93,16 +114,13 @@ def generate(
     finally:
         if store is not None and not isinstance(cache, Cache):
             store.close()
-    rows = []
-    for job, prompt in zip(jobs, list(prompts) * len(variants), strict=True):
-        result = done[job.key]
-        rows.append({
-            "id": prompt.id, "eval_set": prompt.eval_set, "category": prompt.category,
-            "expected_label": prompt.expected_label, "prompt": prompt.prompt, "response": result["response"],
-            "model": model, "adapter": job.variant, "template": chosen, "backend": backend,
-            "n_tokens": result.get("n_tokens"), "key": job.key,
-        })  # fmt: skip
-    return rows
+    return [
+        Generation(id=prompt.id, eval_set=prompt.eval_set, category=prompt.category,
+                   expected_label=prompt.expected_label, prompt=prompt.prompt, response=done[job.key]["response"],
+                   model=model, adapter=job.variant, template=chosen, backend=backend,
+                   n_tokens=done[job.key].get("n_tokens"), key=job.key)
+        for job, prompt in zip(jobs, list(prompts) * len(variants), strict=True)
+    ]  # fmt: skip
 
 
 def check_base_model(adapters: Sequence[Adapter], base_id: str, model: str) -> None:

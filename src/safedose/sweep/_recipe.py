@@ -29,6 +29,7 @@ from safedose.data import (
 )
 from safedose.data import test_file as base_test_file
 from safedose.files import sha256_file, write_json
+from safedose.generate import Generation
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
 from safedose.sweep._config import SweepConfig
 from safedose.sweep._plan import (
@@ -125,7 +126,7 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     started = time.perf_counter()
     rows = generate(config.model, [f"{c.name}={adapters[c]}" for c in cells], prompts, template=template,
                     decoding=config.decoding, backend=config.backend, cache=cache)  # fmt: skip
-    variants = [(BASE if r["adapter"] is None else r["adapter"], r) for r in rows]
+    variants = [(BASE if r.adapter is None else r.adapter, r) for r in rows]
     if template != "chat" and _has_chat_template(model_dir):
         chat = generate(config.model, [], prompts, template="chat", decoding=config.decoding,
                         backend=config.backend, cache=cache)  # fmt: skip
@@ -146,7 +147,7 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
         judge = get_judge(name)
         revisions[role] = judge_id(judge)
         _validate_once(name)
-        judged = judge_rows(judge, [r for _, r in variants], cache=cache)
+        judged = judge_rows(judge, [{"prompt": r.prompt, "response": r.response} for _, r in variants], cache=cache)
         verdicts[role] = [_role_verdict(v) for v in judged]
     answers = [_answer(variant, row, by_name.get(variant), {role: v[i] for role, v in verdicts.items()})
                for i, (variant, row) in enumerate(variants)]  # fmt: skip
@@ -205,12 +206,12 @@ def _role_verdict(row: dict[str, Any]) -> RoleVerdict:
                        parse_error=bool(row.get("parse_error")), categories=row.get("categories"))  # fmt: skip
 
 
-def _answer(variant: str, row: dict[str, Any], cell: Cell | None, verdicts: dict[str, RoleVerdict]) -> JudgedAnswer:
+def _answer(variant: str, row: Generation, cell: Cell | None, verdicts: dict[str, RoleVerdict]) -> JudgedAnswer:
     return JudgedAnswer(
-        id=row["id"], eval_set=row["eval_set"], category=row["category"], expected_label=row["expected_label"],
-        prompt=row["prompt"], response=row["response"], variant=variant, adapter=row["adapter"],
-        template=row["template"], dose=cell.dose if cell else None, seed=cell.seed if cell else None,
-        format=cell.format if cell else None, verdicts=verdicts,
+        id=row.id, eval_set=row.eval_set, category=row.category, expected_label=row.expected_label,
+        prompt=row.prompt, response=row.response, variant=variant, adapter=row.adapter, template=row.template,
+        dose=cell.dose if cell else None, seed=cell.seed if cell else None, format=cell.format if cell else None,
+        verdicts=verdicts,
     )  # fmt: skip
 
 
