@@ -207,14 +207,14 @@ def test_causal_lm_loss_equals_hf_mean_loss_through_a_soft_capped_head() -> None
     model.zero_grad()
     theirs = model(**batch).loss
     theirs.backward()
-    assert float(ours) == pytest.approx(float(theirs), abs=1e-5)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
     for a, b in zip(ours_grads, (p.grad for p in model.parameters() if p.requires_grad), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     with torch.no_grad():  # the head alone (no soft-cap) gives another loss: the model's own forward matters
         hidden = model.get_base_model().model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         logits = model.get_base_model().lm_head(hidden.last_hidden_state[:, :-1])
         uncapped = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten())
-    assert abs(float(uncapped) - float(theirs)) > 0.1
+    assert abs(uncapped.item() - theirs.item()) > 0.1
 
 
 @pytest.mark.slow
