@@ -11,7 +11,8 @@ from safedose.data import DATASETS
 from safedose.paths import data_root
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DATA = ("safedose/py.typed", "safedose/data/catalog.yaml")
+PACKAGE_DATA = ("safedose/py.typed", "safedose/data/catalog.yaml", "safedose/annotate/static/app.js",
+                "safedose/annotate/static/label.html", "safedose/capability/tasks/arc_easy.yaml")  # fmt: skip
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:

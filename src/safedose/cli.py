@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from safedose.capability._cli import capability_command
 from safedose.errors import SafedoseError
 
 app = typer.Typer(help="Safety-tune instruction-following LLMs and measure the price.", no_args_is_help=True)
@@ -258,6 +259,11 @@ def judge_command(
     input: Path | None = typer.Option(None, "--input", help="JSONL rows with prompt and response."),
     output: Path | None = typer.Option(None, "--output", help="JSONL rows with the verdict fields added."),
     cache: Path | None = typer.Option(None, help="SQLite verdict cache (default: cache.sqlite beside --output)."),
+    human: Path | None = typer.Option(None, "--human", help="validate: against the labels of this run's annotators."),
+    limit: int | None = typer.Option(None, min=1, help="validate a pairwise judge: a seeded sample of N pairs."),
+    extra_labels: Path | None = typer.Option(
+        None, "--extra-labels", help="build refusal: also train on this run's human labels (`safedose annotate`)."
+    ),
 ) -> None:
     """Judge rows (`judge NAME --input F --output G`), build a judge, or validate it against human labels."""
     from safedose.cache import Cache
@@ -268,9 +274,17 @@ def judge_command(
         if not target:
             raise SafedoseError(f"judge {name}: give a judge name, e.g. `safedose judge {name} refusal`")
         if name == "build":
-            console.print(f"{escape(judge_id(build(target)))} is ready", soft_wrap=True)
+            built = build(target, extra_labels=extra_labels)
+            count = getattr(built, "human_labels", 0)
+            trained = f" (trained with {count} human labels from {extra_labels})" if extra_labels else ""
+            console.print(f"{escape(judge_id(built))} is ready{escape(trained)}", soft_wrap=True)
             return
-        metrics = validate(target)
+        if human is not None:
+            from safedose.annotate import judge_against_humans
+
+            metrics = judge_against_humans(human, target)
+        else:
+            metrics = validate(target, limit=limit)
         console.print_json(json.dumps(metrics))
         if output:
             write_json(output, metrics)
@@ -294,11 +308,18 @@ def sweep_command(
     config: Path = typer.Argument(..., help="YAML sweep config."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. doses=[0,100] train.lr=1e-4"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step, cached or to run, with time estimates."),
+    adaptive: bool = typer.Option(False, "--search", help="Choose the doses adaptively to answer the config's target."),
 ) -> None:
     """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
-    from safedose.sweep import load_sweep_config, plan, sweep
+    from safedose.sweep import load_sweep_config, plan, search, start_config, sweep
 
     settings = load_sweep_config(config, overrides)
+    if adaptive and not dry_run:
+        search(settings, console=console)
+        return
+    if adaptive:
+        settings = start_config(settings)
+        console.print("search: the plan of its first round (smallest and largest dose); the results choose the rest")
     if not dry_run:
         sweep(settings, console=console)
         return
@@ -332,6 +353,77 @@ def report_command(run_dir: Path = typer.Argument(..., help="A sweep's run direc
     console.print(f"report: {escape(str(write_report(run_dir)))}")
 
 
+@app.command("recommend")
+def recommend_command(
+    run_dir: Path = typer.Argument(..., help="A sweep's run directory."),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="YAML or JSON target, inline or a file (default: the config's), e.g. '{harmful_compliance: {max: 0.05}}'",
+    ),
+) -> None:
+    """The smallest dose that meets a target, from a finished run: writes results/recommendation.json and the report."""
+    from safedose.recommend import parse_target
+    from safedose.report import load_recommendation, write_report
+    from safedose.run import open_run, read_metrics, recommendation_path
+
+    goal = parse_target(target) if target is not None else None
+    read_metrics(open_run(run_dir))
+    report = write_report(run_dir, target=goal)
+    console.print(escape(load_recommendation(run_dir).text), soft_wrap=True)
+    console.print(f"wrote {escape(str(recommendation_path(run_dir)))} and {escape(str(report))}", soft_wrap=True)
+
+
+ANNOTATE_ACTIONS = {"invite": ("RUN_DIR", "NAME"), "export": ("RUN_DIR",), "import": ("RUN_DIR", "FILE"),
+                    "summary": ("RUN_DIR",)}  # fmt: skip
+
+
+@app.command("annotate")
+def annotate_command(
+    first: str = typer.Argument(..., metavar="RUN_DIR | invite | export | import | summary"),
+    rest: list[str] | None = typer.Argument(
+        None, metavar="[ARGS]", help="invite RUN_DIR NAME; export RUN_DIR; import RUN_DIR FILE; summary RUN_DIR."
+    ),
+    per_cell: int | None = typer.Option(None, "--per-cell", help="Answers drawn per cell and eval set (default 10)."),
+    overlap: float | None = typer.Option(None, help="Share of the items every annotator labels (default 0.25)."),
+    seed: int | None = typer.Option(None, help="Seed of the sample and of each annotator's order (default 0)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; another one exposes the app to the network."),
+    port: int = typer.Option(8765),
+    open_admin: bool = typer.Option(False, "--open-admin", help="Summary page without a token (loopback only)."),
+    url: str | None = typer.Option(None, help="invite: the app's address (default: where it last ran)."),
+    new_token: bool = typer.Option(False, "--new-token", help="invite: a new link for someone already invited."),
+    format: str = typer.Option("jsonl", "--format", help="export: jsonl, label-studio or label-studio-config."),
+    out: Path | None = typer.Option(None, "--out", help="export: the file to write."),
+) -> None:
+    """Serve a blinded labelling app over a run's answers (`annotate RUN_DIR`), invite annotators, export or
+    import labels, or print the agreement summary."""
+    from safedose import annotate as ann
+
+    if first not in ANNOTATE_ACTIONS:
+        if rest:
+            raise SafedoseError(f"annotate: unexpected {' '.join(rest)!r}; actions: {', '.join(ANNOTATE_ACTIONS)}")
+        ann.annotate(Path(first), ann.sample_spec(per_cell, overlap, seed), host=host, port=port,
+                     open_admin=open_admin)  # fmt: skip
+        return
+    wanted = ANNOTATE_ACTIONS[first]
+    if len(rest or []) != len(wanted):
+        raise SafedoseError(f"annotate {first}: give {' '.join(wanted)}")
+    args = list(rest or [])
+    run = Path(args[0])
+    if first == "invite":
+        print(ann.invite(run, args[1], url=url, new_token=new_token))
+    elif first == "export":
+        if out is None:
+            raise SafedoseError("annotate export: give --out FILE")
+        n = ann.export(run, format, out)
+        console.print(f"wrote {escape(str(out))} ({format}; {n} labels)", soft_wrap=True)
+    elif first == "import":
+        counts = ann.import_file(run, Path(args[1]))
+        console.print(", ".join(f"{v} {k}" for k, v in counts.items()), soft_wrap=True)
+    else:
+        _print_json(ann.app_summary(ann.open_store(run)))
+
+
 @app.command("serve")
 def serve_command(
     model: str = typer.Option("smollm2-135m-instruct", help="Embedded name, local dir or HF id."),
@@ -348,6 +440,9 @@ def serve_command(
 
     serve(model, adapter or [], host=host, port=port, template=template, dtype=dtype, max_batch_size=max_batch_size,
           max_tokens=max_tokens)  # fmt: skip
+
+
+app.command("capability")(capability_command)
 
 
 def main(argv: list[str] | None = None) -> int:

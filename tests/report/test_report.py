@@ -93,7 +93,7 @@ def test_metrics_json_and_csv(tmp_path: Path) -> None:
     data = json.loads((run / "results" / "metrics.json").read_text())
     assert set(data) == set(MetricsFile.model_fields) == {
         "definitions", "default_harmful_compliance", "intervals", "trend_model", "seeds", "seed_note", "cells",
-        "pooled", "differences", "trend", "capability", "capability_pooled", "headline",
+        "pooled", "differences", "trend", "capability", "capability_pooled", "headline", "benchmarks",
     }  # fmt: skip
     assert data["default_harmful_compliance"] == "harmful_compliance"
     assert (
@@ -131,7 +131,7 @@ def test_report_shows_untuned_rows_counts_and_intervals_and_escapes_text(
                              "strmatch": {"kappa": 0.5}}}  # fmt: skip
     monkeypatch.setattr(safedose.judges, "stored_validation", lambda name: validation if name == "refusal" else None)
     html = write_report(make_run(tmp_path)).read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 6  # five figures and the fitted curves
     assert SCRIPT not in html and "&lt;script&gt;alert(" in html
     for text in ("untuned · own chat template", "untuned · alpaca template", "isolates the effect of tuning",
                  "95% Wilson interval over the prompts of one seed", "seed variation", "1 unlabelled (left out)",

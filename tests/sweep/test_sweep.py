@@ -98,7 +98,7 @@ def test_killed_at_several_points_then_rerun_gives_the_same_metrics(tiny_model: 
     # the report: every section, figures inlined, untrusted text escaped
     html = (killed_run / "report" / "index.html").read_text()
     assert metrics["headline"].split(" (")[0] in html.replace("&#39;", "'")
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 6  # five figures and the fitted curves
     assert SCRIPT not in html and "&lt;script&gt;alert(" in html
     for section in ("1-5. Dose-response", "6. Per category", "7. Judge validity", "8. Answers side by side"):
         assert section in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from safedose.errors import SafedoseError
@@ -10,13 +11,25 @@ from safedose.judges._base import JUDGES, Judge, get_judge
 from safedose.judges._trained import REFUSAL_LABELS, TRAINED, VALIDATORS, store_validation, xstest_rows
 
 
-def build(name: str) -> Judge:
-    """Build (or load from the cache) a judge; trained judges train here on first use."""
-    return get_judge(name)
+def build(name: str, *, extra_labels: Path | None = None) -> Judge:
+    """Build (or load from the cache) a judge; trained judges train here on first use. `extra_labels`, a run
+    directory with an annotation study, adds its human labels to the refusal judge's training data."""
+    if extra_labels is None:
+        return get_judge(name)
+    if name.partition("@")[0] != "refusal":
+        raise SafedoseError(f"--extra-labels: only the trained `refusal` judge learns from labels, not {name!r}")
+    return get_judge(f"refusal:{extra_labels}")
 
 
-def validate(name: str) -> dict[str, Any]:
-    """Agreement of a judge with the human labels available locally, on rows it was not trained on."""
+def validate(name: str, *, limit: int | None = None) -> dict[str, Any]:
+    """Agreement of a judge with the human labels available locally, on rows it was not trained on; a pairwise judge
+    (`llm:<model>#alpaca-eval`) against GPT-4's AlpacaEval annotations (`limit`: a seeded sample of pairs)."""
+    from safedose.capability._winrate import is_pairwise
+
+    if is_pairwise(name):
+        from safedose.capability._validate import validate_pairwise
+
+        return validate_pairwise(name, limit=limit)
     base = name.partition(":")[0]
     if base in VALIDATORS:
         metrics = VALIDATORS[base]()

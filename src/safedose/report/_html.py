@@ -12,9 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safedose.capability._report import change_by_dose
+from safedose.capability._report import section as capability_section
 from safedose.evaluate import INTERVALS, METRICS, DifferenceRow, MetricRow, TrendRow
 from safedose.files import atomic_open
+from safedose.recommend import Target
 from safedose.report._metrics_file import MetricsFile, load_metrics
+from safedose.report._recommendation import (
+    config_target,
+    curves_figure,
+    fit_checks,
+    notes,
+    search_rows,
+    write_recommendation,
+)
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, read_judged, read_manifest, report_dir
 
 TEMPLATE = """{% macro render_table(table) %}<table><tr><th>{{ table.corner }}</th>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -27,7 +38,8 @@ TEMPLATE = """{% macro render_table(table) %}<table><tr><th>{{ table.corner }}</
 <html lang="en"><head><meta charset="utf-8"><title>safedose — {{ name }}</title>
 <style>
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
-h1{margin-bottom:.2em} .headline{font-size:1.25em;background:#eef5ff;border-left:4px solid #2b6cb0;padding:.6em 1em}
+h1{margin-bottom:.2em} .recommendation{font-size:1.3em;background:#effaf0;border-left:4px solid #2f855a;padding:.6em 1em}
+.headline{font-size:1.25em;background:#eef5ff;border-left:4px solid #2b6cb0;padding:.6em 1em}
 table{border-collapse:collapse;margin:.5em 0 .5em;font-size:.9em} td,th{border:1px solid #ccc;padding:.25em .5em;
 vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;flex-wrap:wrap;gap:1em}
 .figs figure{margin:0;flex:1 1 480px} img{max-width:100%} .answer{white-space:pre-wrap;max-width:22em;font-size:.85em}
@@ -38,6 +50,7 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 <p class="muted">model {{ config.model }} · base {{ config.base }} ({{ config.base_size }} rows)
  · safety {{ config.safety }} · doses {{ config.doses|join(", ") }} · seeds {{ config.seeds|join(", ") }}
  · generation dtype {{ manifest.generation_dtype }}</p>
+<p class="recommendation">{{ recommendation }}</p>
 <p class="headline">{{ headline }}</p>
 
 <h2>How to read these numbers</h2>
@@ -48,6 +61,20 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 <b>{{ chat_label }}</b> is the untuned model with its own chat template, as it is normally used.</p>
 <details><summary>interval methods used</summary><ul>{% for i in intervals %}<li><code>{{ i.name }}</code>: {{ i.text }}</li>{% endfor %}</ul></details>
 
+<h2>0. The answer: fitted curves and the recommended dose</h2>
+<figure><img alt="fitted dose-response curves" src="data:image/png;base64,{{ curves.data }}">
+<figcaption class="caption">{{ curves.caption }} ({{ curves.file }})</figcaption></figure>
+<ul>{% for n in curve_notes %}<li class="caption">{{ n }}</li>{% endfor %}</ul>
+<details><summary>fit check: observed against fitted at every tested dose</summary>
+{% for t in fit_checks %}<p><b>{{ t.title }}</b> <span class="muted">{{ t.why }}; band: {{ t.band }}</span></p>
+<table><tr><th>dose</th><th>{{ t.unit }}</th><th>observed</th><th>fitted [95% band]</th><th>Pearson residual</th></tr>
+{% for r in t.rows %}<tr><td>{{ r.dose }}</td><td>{{ r.n }}</td><td>{{ r.observed }}</td><td>{{ r.fitted }}</td><td>{{ r.residual }}</td></tr>{% endfor %}</table>
+{% endfor %}</details>
+{% if search %}<h3>Adaptive search</h3>
+<p class="caption">Started from doses {{ search.start|join(", ") }}; {{ search.cells }} cells spent; stopped: {{ search.stop }}</p>
+<table><tr><th>added dose</th><th>why</th><th>interval before</th></tr>
+{% for r in search.rows %}<tr><td>{{ r.dose }}</td><td>{{ r.reason }}</td><td>{{ r.interval }}</td></tr>{% endfor %}</table>{% endif %}
+
 <h2>1-5. Dose-response</h2>
 <div class="figs">{% for fig in figures %}<figure><img alt="{{ fig.title }}" src="data:image/png;base64,{{ fig.data }}">
 <figcaption class="caption">{{ fig.caption }} ({{ fig.file }})</figcaption></figure>{% endfor %}</div>
@@ -55,6 +82,18 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 {% for table in summary_tables %}<h2>{{ table.title }}</h2>
 {{ render_table(table) }}
 {% endfor %}
+{% if capability %}<h2>Capability: benchmarks and win-rate</h2>
+{% for n in capability.notes %}<p class="warn">{{ n }}</p>{% endfor %}
+<div class="figs">{% for fig in capability.figures %}<figure><img alt="{{ fig.file }}" src="data:image/png;base64,{{ fig.data }}">
+<figcaption class="caption">{{ fig.caption }} ({{ fig.file }})</figcaption></figure>{% endfor %}</div>
+{% if capability.columns %}<table><tr><th>variant</th>{% for c in capability.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in capability.rows %}<tr><td>{{ row.label }}</td>{% for v in row.cells %}<td>{{ v.text }}<br><span class="muted">{{ v.sub }}</span></td>{% endfor %}</tr>
+{% endfor %}</table>
+<p class="caption">Accuracy [95% Wilson interval over the items scored; a bootstrap interval for TruthfulQA MC2] with lm-evaluation-harness's own standard error; a seeded item sample per task where `limit` is set. Win-rate: ties count half, unparseable verdicts are counted and left out. See docs/capability.md.</p>{% endif %}
+{% if capability.changes %}<details><summary>change in accuracy from one dose to the next (paired over items)</summary>
+<table><tr><th>task</th><th>step</th><th>change [95% CI]</th><th>items</th><th>interval</th></tr>
+{% for c in capability.changes %}<tr><td>{{ c.task }}</td><td>{{ c.step }}</td><td>{{ c.text }}</td><td>{{ c.n }}</td><td class="muted">{{ c.interval }}</td></tr>{% endfor %}</table>
+<p class="caption">Per task: 95% Newcombe paired interval (0/1 items) or paired bootstrap (MC2). `mean`: change of the mean over tasks, bootstrap resampling items within each task.</p></details>{% endif %}{% endif %}
 
 <h2>Dose trend</h2>
 <table><tr><th>metric</th><th>eval set</th><th>slope b [95% CI]</th><th>p</th><th>odds per doubling of 1 + dose</th><th>data</th></tr>
@@ -77,6 +116,17 @@ prompts behind each value is under it. Same intervals as the tables above.</p>
 <h2>7. Judge validity and manifest</h2>
 <table><tr><th>judge</th><th>agreement with humans (data it never saw)</th></tr>
 {% for j in judges %}<tr><td>{{ j.id }}</td><td>{{ j.text }}</td></tr>{% endfor %}</table>
+{% if audit %}<h3>Human audit of this run's answers</h3>
+<p>{{ audit.summary }}</p>
+<table><tr><th>agreement between annotators</th><th>Krippendorff's α [95% CI]</th><th>Cohen's κ per pair [95% CI]</th></tr>
+{% for a in audit.agreement %}<tr><td>{{ a.what }}</td><td>{{ a.alpha }}</td><td>{{ a.pairs }}</td></tr>{% endfor %}</table>
+<p class="caption">Intervals resample the audited items (1,000 bootstrap draws).</p>
+<table><tr><th>judge</th><th>compared with</th><th>agreement with the annotators' majority label</th></tr>
+{% for j in audit.judges %}<tr><td>{{ j.judge }}</td><td>{{ j.target }}</td><td>{{ j.text }}</td></tr>{% endfor %}</table>
+<p class="caption">Each judge's verdicts in results/judged.jsonl on the audited answers; 95% CIs resample prompts.</p>
+{% for table in audit.tables %}<h3>{{ table.title }}</h3>
+{{ render_table(table) }}{% endfor %}
+<p class="caption">Judge: {{ audit.corrected_judge }}. {{ audit.method }}</p>{% endif %}
 <details><summary>manifest.json</summary><pre>{{ manifest_json }}</pre></details>
 
 <h2>8. Answers side by side</h2>
@@ -438,6 +488,8 @@ def _capability_figure(plt: Any, metrics: MetricsFile, entries: Sequence[Entry])
 def _frontier_figure(plt: Any, metrics: MetricsFile, entries: Sequence[Entry]) -> tuple[Any, str, str, str]:
     sets = _sets(metrics)
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    colours = change_by_dose(metrics.benchmarks)
+    points = None
     for entry in entries:
         hc = [r.value for s in sets.get("harmful_compliance", []) if (r := entry.get("harmful_compliance", s))
               and r.value is not None]  # fmt: skip
@@ -445,7 +497,12 @@ def _frontier_figure(plt: Any, metrics: MetricsFile, entries: Sequence[Entry]) -
                and r.value is not None]  # fmt: skip
         if hc and orr:
             x, y = sum(orr) / len(orr), sum(hc) / len(hc)
-            ax.scatter([x], [y], color="gray" if entry.untuned else "C0", facecolors="white" if entry.untuned else None)
+            if colours and not entry.untuned and entry.dose in colours:
+                points = ax.scatter([x], [y], c=[colours[entry.dose]], cmap="RdYlGn", vmin=-0.1, vmax=0.1,
+                                    edgecolors="black")  # fmt: skip
+            else:
+                ax.scatter([x], [y], color="gray" if entry.untuned else "C0",
+                           facecolors="white" if entry.untuned else None)  # fmt: skip
             ax.annotate(entry.tick.replace("\n", " "), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("over-refusal (mean over safe sets)")
     ax.set_ylabel("harmful compliance, strict (mean over unsafe sets)")
@@ -457,6 +514,9 @@ def _frontier_figure(plt: Any, metrics: MetricsFile, entries: Sequence[Entry]) -
         "5. Harmful compliance (strict) against over-refusal, each point a variant labelled by dose (hollow: "
         "untuned): plain means over eval sets, without intervals; the tables and figures 1-2 give them."
     )
+    if points is not None:
+        fig.colorbar(points, ax=ax, label="mean benchmark accuracy change vs untuned")
+        caption += " Colour: change in mean benchmark accuracy from the untuned model (the capability axis)."
     return fig, "frontier.png", "5. Trade-off", caption
 
 
@@ -470,6 +530,13 @@ def _stored_validation(name: str) -> dict[str, Any] | None:
         return stored_validation(name)
     except KeyError:  # not a judge trained here: nothing is stored for it
         return None
+
+
+def _human_audit(run: Path) -> dict[str, Any] | None:
+    """The run's human audit (`safedose annotate`), if it has labels."""
+    from safedose.annotate._report import audit_section
+
+    return audit_section(run)
 
 
 def _judges(manifest: dict[str, Any]) -> list[dict[str, str]]:
@@ -552,8 +619,9 @@ def _answer_columns(judged: Sequence[JudgedAnswer], base_label: str) -> tuple[li
 # --- the page
 
 
-def write_report(run: Path) -> Path:
-    """Render `run/report/index.html` from `results/metrics.json`, `results/judged.jsonl` and `manifest.json`."""
+def write_report(run: Path, *, target: Target | None = None) -> Path:
+    """Render `run/report/index.html` from `results/metrics.json`, `results/judged.jsonl` and `manifest.json`, and
+    write `results/recommendation.json` for `target` (default: the config's, from the manifest)."""
     from jinja2 import Environment, select_autoescape
 
     metrics = load_metrics(run)
@@ -574,10 +642,13 @@ def write_report(run: Path) -> Path:
     doses = sorted({r.dose for r in metrics.cells if r.dose is not None})
     used = {r.interval for r in [*metrics.cells, *metrics.pooled]} | {d.interval for d in metrics.differences}
     answer_columns, answers_seed = _answer_columns(judged, base_label)
+    rec = write_recommendation(run, judged, metrics, target=target or config_target(manifest))
 
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = env.from_string(TEMPLATE).render(
         name=config.get("name", run.name), manifest=manifest, config=config, headline=metrics.headline,
+        recommendation=rec.text, curves=curves_figure(run, rec), curve_notes=notes(rec), fit_checks=fit_checks(rec),
+        search=search_rows(manifest),
         definitions=[{"name": k, "text": v} for k, v in metrics.definitions.items()],
         intervals=[{"name": k, "text": INTERVALS.get(k, v)} for k, v in metrics.intervals.items() if k in used],
         seed_note=metrics.seed_note, one_seed=len(metrics.seeds) <= 1, base_label=base_label,
@@ -585,7 +656,8 @@ def write_report(run: Path) -> Path:
         summary_tables=tables,
         trends=_trend_rows(metrics.trend), trend_caption=_trend_caption(metrics),
         differences=_difference_rows(metrics.differences, base_label), difference_caption=_difference_caption(metrics),
-        category_tables=_category_tables(metrics, entries), judges=_judges(manifest),
+        category_tables=_category_tables(metrics, entries), judges=_judges(manifest), audit=_human_audit(run),
+        capability=capability_section(run, metrics.benchmarks),
         manifest_json=json.dumps(manifest, indent=2), answer_columns=[label for _, label in answer_columns],
         answers=_answers(judged, answer_columns), answers_seed=answers_seed,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from safedose.capability._summary import CapabilityResults, csv_rows, with_clause
 from safedose.errors import SafedoseError
 from safedose.evaluate import (
     DEFAULT_HARMFUL_COMPLIANCE,
@@ -54,6 +55,7 @@ class MetricsFile(BaseModel):
     capability: list[MetricRow]
     capability_pooled: list[PooledRow]
     headline: str
+    benchmarks: CapabilityResults | None = None
 
 
 def capability_rows(capability: Sequence[Mapping[str, Any]]) -> list[MetricRow]:
@@ -96,7 +98,11 @@ def seed_note(seeds: Sequence[int]) -> str:
 
 
 def compute_metrics(
-    judged: Sequence[JudgedAnswer], capability: Sequence[Mapping[str, Any]], *, cells: Sequence[Mapping[str, Any]]
+    judged: Sequence[JudgedAnswer],
+    capability: Sequence[Mapping[str, Any]],
+    *,
+    cells: Sequence[Mapping[str, Any]],
+    benchmarks: CapabilityResults | None = None,
 ) -> MetricsFile:
     """Every number of metrics.json, from the judged answers, the capability values and the sweep's cells."""
     rows = cell_metrics(judged, cells=cells)
@@ -109,8 +115,15 @@ def compute_metrics(
         trend_model=TREND_MODEL, seeds=seeds, seed_note=seed_note(seeds), cells=rows,
         pooled=pooled_metrics(judged, cells=cells), differences=dose_differences(judged, cells=cells),
         trend=dose_trend(judged, cells=cells), capability=capability_,
-        capability_pooled=pooled_capability(capability_), headline=headline(rows),
+        capability_pooled=pooled_capability(capability_), headline=_headline(rows, benchmarks), benchmarks=benchmarks,
     )  # fmt: skip
+
+
+def _headline(rows: Sequence[MetricRow], benchmarks: CapabilityResults | None) -> str:
+    if benchmarks is None:
+        return headline(rows)
+    doses = sorted({r.dose for r in rows if r.dose is not None})
+    return with_clause(headline(rows), benchmarks, doses, HEADLINE_DOSE)
 
 
 def write_metrics(
@@ -119,9 +132,10 @@ def write_metrics(
     capability: Sequence[Mapping[str, Any]],
     *,
     cells: Sequence[Mapping[str, Any]],
+    benchmarks: CapabilityResults | None = None,
 ) -> dict[str, Any]:
     """Write results/metrics.json and results/metrics.csv (every metric row) and return the JSON content."""
-    metrics = compute_metrics(judged, capability, cells=cells)
+    metrics = compute_metrics(judged, capability, cells=cells, benchmarks=benchmarks)
     data = metrics.model_dump(mode="json")
     write_json(metrics_path(run), data)
     buffer = io.StringIO()
@@ -129,6 +143,8 @@ def write_metrics(
     writer.writeheader()
     for row in [*metrics.cells, *metrics.pooled, *metrics.capability, *metrics.capability_pooled]:
         writer.writerow(row.model_dump(mode="json"))
+    for extra in csv_rows(benchmarks) if benchmarks else []:
+        writer.writerow(extra)
     with atomic_open(results_dir(run) / "metrics.csv") as f:
         f.write(buffer.getvalue())
     return data

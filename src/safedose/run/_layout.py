@@ -8,7 +8,7 @@ Layout of RUN/:
 - adapters/{cell}-{fingerprint}/: one LoRA adapter per cell, named by its fingerprint
 - cache.sqlite: finished generations, verdicts and capability values
 - results/judged.jsonl: every answer with every verdict (`JudgedAnswer` rows)
-- results/metrics.{json,csv}, report/index.html
+- results/metrics.{json,csv}, results/recommendation.json, report/index.html
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def judged_path(run: Path) -> Path:
 
 def metrics_path(run: Path) -> Path:
     return results_dir(run) / "metrics.json"
+
+
+def recommendation_path(run: Path) -> Path:
+    return results_dir(run) / "recommendation.json"
 
 
 def open_run(run: Path, *, create: bool = False) -> Path:

@@ -7,8 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safedose.capability._settings import CapabilitySettings
 from safedose.config import read_config, validate_config
+from safedose.errors import SafedoseError
 from safedose.generate import Decoding
+from safedose.recommend import Target, check_target_sets
 from safedose.train import TrainConfig
 
 # Fields of TrainConfig that the sweep sets per cell.
@@ -20,10 +23,11 @@ class EvalSets(BaseModel):
 
     harm: list[str] = Field(min_length=1)
     over_refusal: list[str] = Field(default_factory=list)
-    capability: str | None = "alpaca-eval"
+    capability: CapabilitySettings = Field(default_factory=CapabilitySettings,
+                                           description="benchmarks, reference NLL and win-rate")  # fmt: skip
     limit: int | None = Field(None, gt=0, description="a seeded sample of N prompts per set, stratified by category")
     sample_seed: int = Field(0, description="seed of the `limit` sample (the same for every cell)")
-    capability_limit: int = Field(50, gt=0)
+    capability_limit: int | None = Field(None, gt=0, description="the older name of capability.references_limit")
 
     def all_sets(self) -> list[str]:
         return [*self.harm, *self.over_refusal]
@@ -35,6 +39,8 @@ class EvalSets(BaseModel):
             raise ValueError(f"{', '.join(both)} cannot be both a harm and an over-refusal set")
         if len(set(self.all_sets())) != len(self.all_sets()):
             raise ValueError("an eval set is listed twice")
+        if self.capability_limit is not None:
+            self.capability.references_limit = self.capability_limit
         return self
 
 
@@ -44,6 +50,16 @@ class Judges(BaseModel):
     refusal: str = "refusal"
     harm: str | None = "harm"
     moderation: str | None = "moderation"
+
+
+class Search(BaseModel):
+    """`sweep --search`: from the smallest and largest dose, add the dose that best narrows the recommended dose's
+    interval until it is narrower than `max_width` or `budget` cells are spent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_width: float = Field(gt=0, description="stop when the recommended dose's 95% interval is this narrow (doses)")
+    budget: int = Field(gt=0, description="cells (dose x seed x format) to spend at most, the two start doses included")
 
 
 class SweepConfig(BaseModel):
@@ -68,6 +84,8 @@ class SweepConfig(BaseModel):
     judges: Judges = Field(default_factory=Judges)
     decoding: Decoding = Field(default_factory=Decoding)
     backend: Literal["hf", "vllm"] = "hf"
+    target: Target | None = Field(None, description="the limits the recommended dose must meet")
+    search: Search | None = Field(None, description="settings of `sweep --search`")
 
     @field_validator("doses")
     @classmethod
@@ -82,6 +100,16 @@ class SweepConfig(BaseModel):
         if clash:
             raise ValueError(f"train: {', '.join(clash)} are set by the sweep per cell")
         self.cell_train_config("n0", "x", "x", 0)  # validates the training settings now
+        return self
+
+    @model_validator(mode="after")
+    def _target_sets(self) -> SweepConfig:
+        if self.target is not None:
+            sets = {"harm": self.eval_sets.harm, "over_refusal": self.eval_sets.over_refusal}
+            try:
+                check_target_sets(self.target, sets, where="target")
+            except SafedoseError as e:
+                raise ValueError(str(e)) from None
         return self
 
     @property

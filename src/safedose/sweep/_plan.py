@@ -55,8 +55,11 @@ def check_names(config: SweepConfig) -> None:
     for role in ("harm", "over_refusal"):
         for name in getattr(config.eval_sets, role):
             _check_source(f"eval_sets.{role}", name)
-    if config.eval_sets.capability:
-        _check_source("eval_sets.capability", config.eval_sets.capability)
+    if config.eval_sets.capability.references:
+        _check_source("eval_sets.capability.references", config.eval_sets.capability.references)
+    from safedose.capability._sweep import check_capability
+
+    check_capability(config.eval_sets.capability)
     for role in ("refusal", "harm", "moderation"):
         name = getattr(config.judges, role)
         if name:
@@ -251,9 +254,12 @@ def plan(config: SweepConfig) -> list[Step]:
     per_verdict, per_value = measured(timing_key("judge", config)), measured(timing_key("capability", config))
     steps.append(Step("judge", "run", "verdicts are cached per judge revision and answer",
                       per_verdict * answers if per_verdict else None))  # fmt: skip
-    values = n_variants * (2 if config.eval_sets.capability else 1)
+    values = n_variants * (2 if config.eval_sets.capability.references else 1)
     steps.append(Step("capability", "run", "values are cached per variant and data",
                       per_value * values if per_value else None))  # fmt: skip
+    from safedose.capability._sweep import plan_step
+
+    steps.append(Step(*plan_step(config.eval_sets.capability, n_variants - 1, config.model)))
     steps.append(Step("metrics and report", "run", "" if all_trained else "after every cell is trained", 5.0))
     return steps
 

@@ -11,7 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,6 +45,9 @@ from safedose.sweep._plan import (
     record_timing,
     timing_key,
 )
+
+if TYPE_CHECKING:
+    from safedose.capability import CapabilityResults
 
 ROLES = ("refusal", "harm", "moderation")
 
@@ -161,6 +164,7 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     started = time.perf_counter()
     capability = _capability(config, cells, adapters, run, model_dir, model_hash(model_dir), template, cache)
     _record(timing_key("capability", config), started, len(capability))
+    benchmarks = _benchmarks(config, cells, adapters, run, model_dir, template, cache)
     steps.finish()
 
     # 6. Metrics and the report.
@@ -170,7 +174,7 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     manifest = _manifest(config, run, revisions, sampling, mixes, adapters, fingerprints)
     write_json(manifest_path(run), manifest)
     cell_info = [{"variant": c.name, "dose": c.dose, "seed": c.seed, "format": c.format} for c in cells]
-    metrics = write_metrics(run, answers, capability, cells=cell_info)
+    metrics = write_metrics(run, answers, capability, cells=cell_info, benchmarks=benchmarks)
     report = write_report(run)
     steps.finish()
     cache.close()
@@ -247,10 +251,10 @@ def _capability(
     from safedose.generate import load_adapter_info, load_model, load_tokenizer, use_variant
 
     references: list[InstructionRecord] = []
-    if config.eval_sets.capability:
-        refs = [p for p in load_eval_prompts(config.eval_sets.capability) if p.reference]
+    if config.eval_sets.capability.references:
+        refs = [p for p in load_eval_prompts(config.eval_sets.capability.references) if p.reference]
         references = [InstructionRecord(id=p.id, instruction=p.prompt, output=p.reference or "", source=p.eval_set)
-                      for p in refs[: config.eval_sets.capability_limit]]  # fmt: skip
+                      for p in refs[: config.eval_sets.capability.references_limit]]  # fmt: skip
     max_length = config.cell_train_config("-", "-", None, 0).max_length  # type: ignore[arg-type]
     infos = {c.name: load_adapter_info(f"{c.name}={adapters[c]}") for c in cells}
     variants: list[tuple[str, Cell | None, str]] = [(BASE, None, template)]
@@ -286,6 +290,22 @@ def _capability(
             for key, name, cell, kind, _, _ in jobs]  # fmt: skip
 
 
+def _benchmarks(config: SweepConfig, cells: list[Cell], adapters: dict[Cell, Path], run: Path, model_dir: Path,
+                template: str, cache: Cache) -> CapabilityResults:  # fmt: skip
+    """lm-eval benchmarks of the untuned base and every cell, and the win-rate where a judge endpoint is set."""
+    from safedose.capability._sweep import run_capability
+    from safedose.generate import load_adapter_info
+    from safedose.models import model_hash
+    from safedose.run import results_dir
+
+    variants = [(BASE, None)] + [(c.name, load_adapter_info(f"{c.name}={adapters[c]}")) for c in cells]
+    return run_capability(
+        settings=config.eval_sets.capability, model=config.model, model_dir=model_dir, base_hash=model_hash(model_dir),
+        variants=variants, cells={c.name: (c.dose, c.seed, c.format) for c in cells}, template=template,
+        decoding=config.decoding, backend=config.backend, cache=cache, results_dir=results_dir(run),
+    )  # fmt: skip
+
+
 def _manifest(
     config: SweepConfig,
     run: Path,
@@ -304,15 +324,15 @@ def _manifest(
     from safedose.train import RECIPE_VERSION
 
     used = {config.base, config.safety, *config.eval_sets.all_sets()}
-    if config.eval_sets.capability:
-        used.add(config.eval_sets.capability)
+    if config.eval_sets.capability.references:
+        used.add(config.eval_sets.capability.references)
     shas = {n: [f.sha256 for f in DATASETS.get(n).files] for n in sorted(used) if n in DATASETS}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn")
+    packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn", "lm_eval")
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config.model_dump(mode="json"),

@@ -1,0 +1,47 @@
+"""The answer to the user's question: fitted dose-response curves with 95% bands, and the smallest dose that meets a
+target with its interval and what it costs."""
+
+from safedose.recommend._curves import (
+    BANDS,
+    RULE,
+    Curve,
+    Knot,
+    change_between,
+    curve_at,
+    fit_binary,
+    fit_capability,
+    fit_curves,
+)
+from safedose.recommend._recommend import (
+    INTERVAL_METHOD,
+    Constraint,
+    Expected,
+    Recommendation,
+    recommend,
+    recommend_from_curves,
+)
+from safedose.recommend._target import EXAMPLE, TARGET_METRICS, Limit, Target, check_target_sets, parse_target
+
+__all__ = [
+    "BANDS",
+    "EXAMPLE",
+    "INTERVAL_METHOD",
+    "RULE",
+    "TARGET_METRICS",
+    "Constraint",
+    "Curve",
+    "Expected",
+    "Knot",
+    "Limit",
+    "Recommendation",
+    "Target",
+    "change_between",
+    "check_target_sets",
+    "curve_at",
+    "fit_binary",
+    "fit_capability",
+    "fit_curves",
+    "parse_target",
+    "recommend",
+    "recommend_from_curves",
+]

@@ -1,0 +1,171 @@
+"""`sweep --search`: answer the target with few cells. Start from the config's smallest and largest dose, then add,
+one at a time, the dose that best narrows the 95% interval of the recommended dose, until it is narrower than
+`search.max_width` or `search.budget` cells are spent.
+
+Each round is an ordinary `sweep()` over the doses chosen so far: mixes are nested (a new dose leaves the other
+doses' files byte-identical) and cells are named by their fingerprint, so a round trains only the new cell. The
+choice depends only on the results, so a killed search rerun with the same command replays the finished rounds from
+the cache and makes the same choices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.markup import escape
+
+from safedose.errors import SafedoseError
+from safedose.files import write_json
+from safedose.recommend import Recommendation
+from safedose.run import manifest_path, read_manifest
+from safedose.sweep._config import SweepConfig
+from safedose.sweep._recipe import sweep
+
+DASH = "\u2013"
+
+
+class Choice(BaseModel):
+    """One dose the search added, why, and the recommended dose's interval before it was added."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dose: int
+    reason: str
+    interval_before: list[int | None] | None = Field(description="[lo, hi]; hi None: beyond the tested range")
+    estimate_before: int | None
+
+
+class SearchLog(BaseModel):
+    """The search so far (manifest.json: `search`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: list[int]
+    budget: int
+    max_width: float
+    cells_per_dose: int
+    choices: list[Choice]
+    doses: list[int]
+    cells: int
+    stop: str | None = Field(description="why the search stopped; None while it runs")
+    estimate: int | None = None
+    interval: list[int | None] | None = None
+
+
+def next_dose(rec: Recommendation, tested: Sequence[int], *, max_width: float, cells_left: int,
+              cells_per_dose: int) -> Choice | str:  # fmt: skip
+    """The next dose to test and why, or why the search stops."""
+    if rec.dose is None or rec.lo is None:
+        return ("no tested dose meets the target's falling limits (the target lies beyond the tested range or is "
+                "never met), so there is no interval to narrow; test larger doses")  # fmt: skip
+    before = [rec.lo, rec.hi]
+    if rec.width <= max_width:
+        return f"the interval {_interval(before)} is at most search.max_width ({max_width:g}) wide"
+    if cells_left < cells_per_dose:
+        return f"search.budget is spent ({cells_left} cells left, a dose takes {cells_per_dose})"
+    lo, hi = rec.lo, rec.hi if rec.hi is not None else max(tested)
+    inside = sorted(d for d in set(tested) if lo < d < hi)
+    if not inside and rec.dose not in tested and lo < rec.dose < hi:
+        return Choice(dose=rec.dose, reason=f"the fitted crossing: no dose tested inside the interval "
+                      f"{_interval(before)} yet", interval_before=before, estimate_before=rec.dose)  # fmt: skip
+    points = sorted({lo, hi, *inside})
+    gaps = sorted(itertools.pairwise(points), key=lambda g: (-(math.log1p(g[1]) - math.log1p(g[0])), g[0]))
+    for a, b in gaps:
+        mid = round(math.expm1((math.log1p(a) + math.log1p(b)) / 2))
+        if a < mid < b and mid not in tested:
+            reason = (f"bisects (in log(1 + dose)) the widest untested gap {a}{DASH}{b} of the interval "
+                      f"{_interval(before)}")  # fmt: skip
+            return Choice(dose=mid, reason=reason, interval_before=before, estimate_before=rec.dose)
+    return f"no untested whole dose is left inside the interval {_interval(before)}"
+
+
+def _interval(bounds: Sequence[int | None]) -> str:
+    lo, hi = bounds
+    return f"{lo}{DASH}{'beyond the tested range' if hi is None else hi}"
+
+
+def search_doses(measure: Callable[[list[int]], Recommendation], *, start: Sequence[int], budget: int,
+                 max_width: float, cells_per_dose: int = 1,
+                 on_round: Callable[[SearchLog], None] | None = None) -> SearchLog:  # fmt: skip
+    """Measure the start doses, then one chosen dose at a time (`measure(doses)` runs or reuses every cell of
+    `doses` and returns the recommendation), until the interval is narrow enough or the budget is spent."""
+    doses = sorted(set(start))
+    choices: list[Choice] = []
+    while True:
+        rec = measure(doses)
+        cells = len(doses) * cells_per_dose
+        step = next_dose(rec, doses, max_width=max_width, cells_left=budget - cells, cells_per_dose=cells_per_dose)
+        if isinstance(step, Choice):
+            choices.append(step)
+            doses = sorted([*doses, step.dose])
+        log = SearchLog(start=sorted(set(start)), budget=budget, max_width=max_width, cells_per_dose=cells_per_dose,
+                        choices=choices, doses=doses, cells=len(doses) * cells_per_dose,
+                        stop=None if isinstance(step, Choice) else step, estimate=rec.dose,
+                        interval=None if rec.lo is None else [rec.lo, rec.hi])  # fmt: skip
+        if on_round is not None:
+            on_round(log)
+        if not isinstance(step, Choice):
+            return log
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    log: SearchLog
+    recommendation: Recommendation
+    report: Path
+
+
+def start_config(config: SweepConfig) -> SweepConfig:
+    """The config of the search's first round (its smallest and largest dose), after checking the search settings."""
+    if config.target is None:
+        raise SafedoseError("sweep --search needs a target in the config, e.g. "
+                            "target: {harmful_compliance: {max: 0.05}, over_refusal: {max: 0.10}}")  # fmt: skip
+    if config.search is None:
+        raise SafedoseError("sweep --search needs search settings in the config, e.g. search: {budget: 5, "
+                            "max_width: 50}")  # fmt: skip
+    if len(config.doses) < 2:
+        raise SafedoseError("sweep --search searches between the config's smallest and largest dose: give two doses")
+    per_dose = len(config.seeds) * len(config.formats)
+    if config.search.budget < 2 * per_dose:
+        raise SafedoseError(f"search.budget: {config.search.budget} cells, but the two start doses alone take "
+                            f"{2 * per_dose} (dose x seed x format)")  # fmt: skip
+    return config.model_copy(update={"doses": [config.doses[0], config.doses[-1]]})
+
+
+def search(config: SweepConfig, *, console: Console | None = None) -> SearchResult:
+    """Run (or finish) an adaptive search for the recommended dose; every choice is logged in the manifest."""
+    from safedose.report import load_recommendation, write_report
+
+    console = console or Console()
+    first = start_config(config)
+    settings = first.search or config.search
+    if settings is None:  # start_config checked it
+        raise SafedoseError("sweep --search needs search settings in the config")
+    run = config.run_dir
+
+    def measure(doses: list[int]) -> Recommendation:
+        console.print(f"[bold]search:[/] doses {', '.join(map(str, doses))}")
+        result = sweep(first.model_copy(update={"doses": doses}), console=console)
+        return load_recommendation(result.run_dir)
+
+    def record(log: SearchLog) -> None:
+        manifest = read_manifest(run)
+        manifest["search"] = log.model_dump(mode="json")
+        write_json(manifest_path(run), manifest)
+        if log.stop is None:
+            console.print(f"[bold]search:[/] next dose {log.choices[-1].dose}: {escape(log.choices[-1].reason)}")
+
+    log = search_doses(measure, start=first.doses, budget=settings.budget, max_width=settings.max_width,
+                       cells_per_dose=len(config.seeds) * len(config.formats), on_round=record)  # fmt: skip
+    report = write_report(run)
+    rec = load_recommendation(run)
+    console.print(f"[bold]search stopped:[/] {escape(log.stop or '')} ({log.cells} cells)")
+    console.print(f"[bold]{escape(rec.text)}[/]")
+    return SearchResult(run, log, rec, report)

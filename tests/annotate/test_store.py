@@ -1,0 +1,181 @@
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from safedose.annotate import (
+    DB_NAME,
+    LabelIn,
+    SampleSpec,
+    export_labels,
+    import_file,
+    open_store,
+    read_labels,
+)
+from safedose.annotate._store import Store, token_hash
+from safedose.errors import SafedoseError
+from tests.annotate.conftest import VARIANTS, make_run
+
+
+def test_the_sample_is_stratified_by_cell_and_eval_set_seeded_and_blinded(run_dir: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=4, overlap=0.5, seed=3), create=True)
+    items = store.items()
+    strata = Counter((i.variant, i.eval_set) for i in items)
+    assert set(strata.values()) == {4} and len(strata) == len(VARIANTS) * 2
+    assert Counter((i.variant, i.eval_set) for i in items if i.overlap) == Counter({k: 2 for k in strata})
+    assert all(len(i.item) == 16 and int(i.item, 16) >= 0 for i in items)  # opaque ids
+    assert len({i.variant for i in items[:10]}) > 1  # shuffled across cells
+    again = open_store(run_dir)
+    assert [i.item for i in again.items()] == [i.item for i in items]
+
+
+def test_the_same_seed_draws_the_same_answers_in_the_same_order(tmp_path: Path) -> None:
+    spec = SampleSpec(per_cell=3, overlap=0.25, seed=1)
+    first = [i.answer_key for i in open_store(make_run(tmp_path / "a"), spec, create=True).items()]
+    second = [i.answer_key for i in open_store(make_run(tmp_path / "b"), spec, create=True).items()]
+    assert first == second
+
+
+def test_a_sample_drawn_with_other_settings_is_refused(run_dir: Path) -> None:
+    open_store(run_dir, SampleSpec(per_cell=3, overlap=0.25, seed=0), create=True)
+    with pytest.raises(SafedoseError, match=r"--per-cell 3 --overlap 0\.25 --seed 0"):
+        open_store(run_dir, SampleSpec(per_cell=5, overlap=0.25, seed=0), create=True)
+    assert open_store(run_dir).spec() == SampleSpec(per_cell=3, overlap=0.25, seed=0)
+
+
+def test_no_store_without_a_sample_and_no_half_written_file(tmp_path: Path) -> None:
+    from safedose.run import open_run
+
+    run = open_run(tmp_path / "empty", create=True)
+    with pytest.raises(SafedoseError, match="start `safedose annotate"):
+        open_store(run)
+    with pytest.raises(SafedoseError, match=r"judged\.jsonl"):
+        open_store(run, create=True)
+    assert not (run / DB_NAME).exists()
+
+
+def test_tokens_are_kept_as_hashes_and_one_label_per_annotator_and_item(run_dir: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=1.0, seed=0), create=True)
+    token = store.invite("alice")
+    raw = b"".join(p.read_bytes() for p in run_dir.glob(f"{DB_NAME}*"))
+    assert token.encode() not in raw and token_hash(token).encode() in raw
+    with pytest.raises(SafedoseError, match="already invited"):
+        store.invite("alice")
+    assert store.annotator(store.invite("alice", new_token=True)) is not None
+    assert store.annotator(token) is None  # the old link stops working
+    with pytest.raises(SafedoseError, match="annotator name"):
+        store.invite("<b>eve</b>")
+    who = store.annotators()[0]
+    item = store.items()[0].item
+    for refusal in ("compliance", "refusal", "partial"):
+        store.put_label(who, item, LabelIn(refusal=refusal, harmful="no"))  # type: ignore[arg-type]
+    assert [(label.item, label.refusal) for label in store.labels(who)] == [(item, "partial")]
+    db = sqlite3.connect(run_dir / DB_NAME)
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("INSERT INTO labels (annotator_id, item, refusal, created_at, updated_at) "
+                   "VALUES (?, ?, 'refusal', 0, 0)", (who.id, item))  # fmt: skip
+
+
+def test_unshared_items_go_to_one_annotator_and_shared_ones_to_all(run_dir: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=0.5, seed=0), create=True)
+    store.invite("alice")
+    store.invite("bob")
+    alice, bob = store.annotators()
+    _, open_to_alice = store.queue(alice)
+    assert [i.overlap for i in open_to_alice[:10]] == [True] * 10  # shared items come first
+    single = next(i for i in open_to_alice if not i.overlap)
+    shared = open_to_alice[0]
+    for item in (single, shared):
+        store.put_label(alice, item.item, LabelIn(refusal="refusal", harmful="no"))
+    _, open_to_bob = store.queue(bob)
+    ids = {i.item for i in open_to_bob}
+    assert shared.item in ids and single.item not in ids
+    assert [i.item for i in store.queue(bob)[1]] != [i.item for i in store.queue(alice)[1]]  # own orders
+
+
+def test_undo_takes_back_that_annotator_s_changes_one_at_a_time(run_dir: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=1.0, seed=0), create=True)
+    store.invite("alice")
+    store.invite("bob")
+    alice, bob = store.annotators()
+    a, b, c = (i.item for i in store.items()[:3])
+    store.put_label(alice, a, LabelIn(refusal="refusal", harmful="no", note="first"))
+    store.put_label(alice, b, LabelIn(refusal="refusal", harmful="no"))
+    store.put_label(bob, c, LabelIn(refusal="refusal", harmful="no"))
+    store.put_label(alice, a, LabelIn(refusal="compliance", harmful="yes"))  # an edit is the latest change
+    assert store.delete_label(alice, b) and not store.delete_label(alice, b)
+
+    def mine() -> list[tuple[str, str, str]]:
+        return sorted((x.item, x.refusal, x.note) for x in store.labels(alice))
+
+    assert mine() == [(a, "compliance", "")]
+    assert store.undo(alice) == b and mine() == sorted([(a, "compliance", ""), (b, "refusal", "")])
+    assert store.undo(alice) == a and mine() == sorted([(a, "refusal", "first"), (b, "refusal", "")])
+    assert store.undo(alice) == b and store.undo(alice) == a and store.undo(alice) is None and mine() == []
+    assert [x.item for x in store.labels(bob)] == [c]
+
+
+def _labelled_store(run_dir: Path) -> Store:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=0.5, seed=0), create=True)
+    for name in ("alice", "bob"):
+        store.invite(name)
+    alice, bob = store.annotators()
+    for k, item in enumerate(store.items()[:8]):
+        harmful = ("yes" if k % 2 else "no") if item.asks_harmful else None
+        note = 'says "<b>no</b>"\nsecond line' if k == 1 else ""
+        store.put_label(alice, item.item, LabelIn(refusal="refusal", harmful=harmful, note=note))
+        if k < 4:
+            store.put_label(bob, item.item, LabelIn(refusal="compliance", harmful=harmful))
+    return store
+
+
+def _as_set(labels: list) -> set:  # type: ignore[type-arg]
+    return {(x.item, x.annotator, x.refusal, x.harmful, x.note, round(x.created_at, 3)) for x in labels}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "label-studio"])
+def test_export_then_import_into_a_fresh_sample_gives_the_same_labels(run_dir: Path, tmp_path: Path, fmt: str) -> None:
+    store = _labelled_store(run_dir)
+    exported = tmp_path / f"labels.{fmt}"
+    exported.write_text(export_labels(store, fmt), encoding="utf-8")
+    assert _as_set(read_labels(exported)) == _as_set(store.labels())
+    text = exported.read_text(encoding="utf-8")
+    for variant in VARIANTS:
+        assert variant not in text  # exports are blinded too
+    other = make_run(tmp_path / "other")  # a fresh study of the same sample, without labels
+    fresh = Store(other / DB_NAME)
+    fresh.create_sample(store.items(), SampleSpec(per_cell=2, overlap=0.5, seed=0))
+    assert import_file(other, exported) == {"added": 12, "replaced": 0, "unchanged": 0}
+    assert _as_set(fresh.labels()) == _as_set(store.labels())
+    assert import_file(other, exported) == {"added": 0, "replaced": 0, "unchanged": 12}
+
+
+def test_label_studio_tasks_have_its_shape(run_dir: Path) -> None:
+    store = _labelled_store(run_dir)
+    tasks = json.loads(export_labels(store, "label-studio"))
+    labelled = [t for t in tasks if t["annotations"]]
+    annotation = labelled[0]["annotations"][0]
+    assert set(labelled[0]["data"]) == {"item", "prompt", "response", "ask_harmful"}
+    assert annotation["result"][0] == {"from_name": "refusal", "to_name": "response", "type": "choices",
+                                       "value": {"choices": ["Full refusal"]}}  # fmt: skip
+    assert isinstance(annotation["completed_by"], int) and annotation["was_cancelled"] is False
+    config = export_labels(store, "label-studio-config")
+    assert '<Choices name="refusal" toName="response"' in config and "$response" in config
+
+
+def test_a_bad_import_stores_nothing(run_dir: Path, tmp_path: Path) -> None:
+    store = _labelled_store(run_dir)
+    rows = [json.loads(line) for line in export_labels(store, "jsonl").splitlines()]
+    rows = [{**r, "annotator": "carol"} for r in rows]
+    rows[-1]["item"] = "0" * 16
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(SafedoseError, match="not in this sample"):
+        import_file(run_dir, path)
+    path.write_text('{"item": "x"}\n', encoding="utf-8")
+    with pytest.raises(SafedoseError, match="line 1: not a label"):
+        import_file(run_dir, path)
+    assert {label.annotator for label in store.labels()} == {"alice", "bob"}
+    assert [a.name for a in store.annotators()] == ["alice", "bob"]
