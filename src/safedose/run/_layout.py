@@ -93,16 +93,18 @@ def read_judged(run: Path) -> list[JudgedAnswer]:
 
 
 def read_manifest(run: Path) -> dict[str, Any]:
-    path = manifest_path(run)
-    if not path.is_file():
-        raise SafedoseError(f"{run}: no manifest.json; run `safedose sweep` first")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    return _read_result(run, manifest_path(run))
 
 
 def read_metrics(run: Path) -> dict[str, Any]:
-    path = metrics_path(run)
+    return _read_result(run, metrics_path(run))
+
+
+def _read_result(run: Path, path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise SafedoseError(f"{run}: no results/metrics.json; run `safedose sweep` first")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        raise SafedoseError(f"{run}: no {path.relative_to(run)}; run `safedose sweep` first")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SafedoseError(f"{path}: malformed JSON ({e})") from None
     return data
