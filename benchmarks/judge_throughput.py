@@ -9,7 +9,7 @@ import argparse
 import time
 
 from safedose.judges import get_judge
-from safedose.judges._trained import xstest_rows
+from safedose.judges._data import xstest_rows
 
 
 def main() -> None:

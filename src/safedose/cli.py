@@ -254,7 +254,7 @@ def generate_command(
 
 @app.command("judge")
 def judge_command(
-    name: str = typer.Argument(..., help="Judge name, or `build` / `validate` followed by a judge name."),
+    name: str = typer.Argument(..., help="Judge name, `list`, or `build` / `validate` followed by a judge name."),
     target: str | None = typer.Argument(None, help="The judge name after `build` or `validate`."),
     input: Path | None = typer.Option(None, "--input", help="JSONL rows with prompt and response."),
     output: Path | None = typer.Option(None, "--output", help="JSONL rows with the verdict fields added."),
@@ -264,12 +264,23 @@ def judge_command(
     extra_labels: Path | None = typer.Option(
         None, "--extra-labels", help="build refusal: also train on this run's human labels (`safedose annotate`)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="list: print a JSON object instead of a table."),
 ) -> None:
-    """Judge rows (`judge NAME --input F --output G`), build a judge, or validate it against human labels."""
+    """Judge rows (`judge NAME --input F --output G`), list the judges, build one, or validate it against humans."""
     from safedose.cache import Cache
     from safedose.files import write_json, write_jsonl
-    from safedose.judges import build, get_judge, judge_id, judge_rows, read_rows, validate
+    from safedose.judges import build, get_judge, judge_id, judge_rows, list_judges, read_rows, validate
 
+    if name == "list":
+        judges = list_judges()
+        if as_json:
+            _print_json({"judges": judges})
+            return
+        yes_no = {True: "yes", False: "no (built on first use)", None: "-"}
+        shown = [[j["name"], j["kind"], j["revision"] or "-", yes_no[j["built"]],
+                  j["validation"] or ("not validated" if j["built"] is not None else "-")] for j in judges]  # fmt: skip
+        _print_table(["name", "kind", "revision", "built", "last validation"], shown)
+        return
     if name in ("build", "validate"):
         if not target:
             raise SafedoseError(f"judge {name}: give a judge name, e.g. `safedose judge {name} refusal`")
@@ -440,6 +451,27 @@ def serve_command(
 
     serve(model, adapter or [], host=host, port=port, template=template, dtype=dtype, max_batch_size=max_batch_size,
           max_tokens=max_tokens)  # fmt: skip
+
+
+@app.command("export")
+def export_command(
+    adapter: Path = typer.Argument(..., help="Adapter directory (or, with --gguf alone, a merged model directory)."),
+    merged: Path | None = typer.Option(None, "--merged", help="Write merged HF weights (no PEFT needed) here."),
+    gguf: Path | None = typer.Option(None, "--gguf", help="Write a GGUF file for llama.cpp / Ollama (LLaMA models)."),
+    dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (auto: the base's dtype; GGUF f16 or bf16)."),
+    base: str | None = typer.Option(None, help="Base model (default: the one the adapter records)."),
+    allow_base_mismatch: bool = typer.Option(False, help="Allow a base other than the one the adapter was trained on."),
+    force: bool = typer.Option(False, help="Replace existing outputs."),
+) -> None:
+    """Merge an adapter into its base model and write HF weights (--merged DIR) and / or a GGUF file (--gguf FILE)."""
+    from safedose.export import export
+
+    result = export(adapter, merged=merged, gguf=gguf, dtype=dtype, base=base, allow_base_mismatch=allow_base_mismatch,
+                    force=force)  # fmt: skip
+    if result.merged is not None:
+        console.print(f"merged ({result.merged_dtype}): {escape(str(result.merged))}", soft_wrap=True)
+    if result.gguf is not None:
+        console.print(f"gguf ({result.gguf_type}): {escape(str(result.gguf))}", soft_wrap=True)
 
 
 app.command("capability")(capability_command)

@@ -48,6 +48,14 @@ def chat(instruction: str, input: str, tokenizer: Any) -> str:
     return str(text)
 
 
+@TEMPLATES.register("raw")
+def raw(instruction: str, input: str, tokenizer: Any) -> str:
+    """Already-formatted text, unchanged; tokenization adds the tokenizer's special tokens (e.g. BOS) once."""
+    if input:
+        raise SafedoseError("template 'raw': the instruction is the whole prompt; input must be empty")
+    return instruction
+
+
 def render_prompt(template: str, instruction: str, input: str, tokenizer: Any) -> str:
     return TEMPLATES.get(template)(instruction, input, tokenizer)
 

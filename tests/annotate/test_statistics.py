@@ -149,23 +149,21 @@ def test_judge_validate_against_the_run_s_humans_from_the_command_line(run_dir: 
 
 def test_build_refusal_with_extra_labels_names_them_in_its_revision(run_dir: Path, cli: Any, monkeypatch: Any,
                                                                    tmp_path: Path) -> None:  # fmt: skip
-    import safedose.judges._trained as trained
+    import safedose.judges._refusal as trained
 
     fits: list[Any] = []
     monkeypatch.setenv("SAFEDOSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(trained, "xstest_rows", lambda: [])
-    monkeypatch.setattr(trained, "fit_refusal", lambda rows, human=(): fits.append(list(human)) or "model")
-    monkeypatch.setattr(trained, "data_sha256", lambda sources: "0" * 64, raising=False)
+    monkeypatch.setattr(trained, "build", lambda human=(): fits.append(list(human)) or "model")
     monkeypatch.setattr("safedose.judges._store.data_sha256", lambda sources: "0" * 64)
     _two_annotators(run_dir)
     result = cli("judge", "build", "refusal", "--extra-labels", run_dir)
     assert result.code == 0, result.err
     labels = training_labels(run_dir)
     assert fits == [labels] and labels
-    assert "refusal@1+h" in result.out and f"trained with {len(labels)} human labels" in result.out
+    assert "refusal@2+h" in result.out and f"trained with {len(labels)} human labels" in result.out
     first = trained.RefusalJudge(labels)
-    assert first.revision.startswith("1+h") and trained.RefusalJudge(labels[:-1]).revision != first.revision
-    assert trained.RefusalJudge().revision == "1"
+    assert first.revision.startswith("2+h") and trained.RefusalJudge(labels[:-1]).revision != first.revision
+    assert trained.RefusalJudge().revision == "2"
     assert cli("judge", "build", "harm", "--extra-labels", run_dir).code == 2
 
 
@@ -188,4 +186,4 @@ def test_a_judge_trained_on_the_run_s_labels_is_not_measured_against_them(run_di
     with pytest.raises(SafedoseError, match="its own training data"):
         judge_against_humans(run_dir, f"refusal:{run_dir}")
     with pytest.raises(SafedoseError, match="its own training data"):
-        judge_against_humans(run_dir, f"refusal@1+h{labels_digest(training_labels(run_dir))}")
+        judge_against_humans(run_dir, f"refusal@2+h{labels_digest(training_labels(run_dir))}")

@@ -10,8 +10,9 @@ EXPECTED_ROWS = {
     "I-MaliciousInstructions": 100, "I-CoNa": 178, "I-Controversial": 40, "Q-Harm": 100,
     "I-PhysicalSafetyUnsafe": 100, "I-PhysicalSafetySafe": 100, "I-Alpaca": 50,
     "xstest-v2-safe": 250, "xstest-v2-unsafe": 200, "xstest-v1": 200, "xstest-completions": 1350,
+    "xstest-gpt4-labels": 1350,
     "advbench": 520, "harmbench": 400, "strongreject": 313, "malicious-instruct": 100, "jailbreakbench": 100,
-    "tdc2023": 100, "hh-rlhf-harmless": 1800, "openai-moderation": 1300, "alpaca-eval": 805,
+    "tdc2023": 100, "hh-rlhf-harmless": 1800, "openai-moderation": 1300, "gptfuzz-responses": 7800, "alpaca-eval": 805,
 }  # fmt: skip
 
 

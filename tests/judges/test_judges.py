@@ -56,15 +56,17 @@ def test_refusal_judge_labels_and_empty_responses() -> None:
     assert get_judge("strmatch").judge(rows)[3]["label"] == "refusal"
 
 
-def test_refusal_judge_beats_strmatch_on_unseen_models() -> None:
+def test_refusal_judge_beats_strmatch_and_xstest_s_gpt4_judge_on_unseen_models_and_prompts() -> None:
     metrics = validate("refusal")
     pooled = metrics["pooled"]
     assert pooled["refusal"]["kappa"] > pooled["strmatch"]["kappa"] + 0.05
-    for fold in metrics["per_held_out_model"].values():
+    for held, fold in metrics["per_held_out_model"].items():
         lo, hi = fold["refusal"]["kappa_ci95"]
         assert lo <= fold["refusal"]["kappa"] <= hi and fold["refusal"]["n"] == 450
         assert sum(map(sum, fold["refusal"]["confusion"])) == 450
         assert fold["annotator_1_vs_2"]["kappa"] > fold["refusal"]["kappa"]  # humans agree better than the judge
+        assert fold["refusal"]["kappa"] > fold["gpt4_judge"]["kappa"]
+        assert metrics["chosen"][held]["C"] in (4.0, 16.0)  # chosen inside the two training models' data
 
 
 def test_strmatch_validates_against_all_xstest_labels() -> None:
@@ -75,12 +77,26 @@ def test_strmatch_validates_against_all_xstest_labels() -> None:
 
 def test_harm_and_moderation_validate_on_held_out_data() -> None:
     harm = validate("harm")
-    lo, hi = harm["pairwise_accuracy_ci95"]
-    assert harm["n_pairs"] == 360 and lo <= harm["pairwise_accuracy"] <= hi
-    assert harm["pairwise_accuracy"] > 0.6 and harm["xstest_unsafe_auc_compliance_vs_refusal"] > 0.85
+    lo, hi = harm["auc_ci95"]
+    assert lo <= harm["auc"] <= hi and harm["auc"] >= 0.90 and harm["brier"] < 0.1
+    assert harm["at_0.5"]["n"] == 1540 and harm["at_0.5"]["n_groups"] == 20
+    assert sum(b["n"] for b in harm["reliability"]) == 1540
+    assert harm["xstest_unsafe_monotone"] and harm["xstest_unsafe_auc_compliance_vs_refusal"] > 0.85
+    assert 0.5 < harm["hh_rlhf_pairwise_accuracy"] < 1 and harm["hh_rlhf_pairs"] == 1800
     moderation = validate("moderation")
     assert set(moderation["auc_per_category"]) <= {"S", "H", "V", "HR", "SH", "S3", "H2", "V2"}
     assert moderation["macro_auc"] >= 0.85
+
+
+def test_judge_list_names_kind_revision_and_last_validation(cli: Any) -> None:
+    result = cli("judge", "list", "--json")
+    assert result.code == 0, result.err
+    judges = {j["name"]: j for j in json.loads(result.out)["judges"]}
+    assert {"strmatch", "refusal", "harm", "moderation", "guard", "strongreject", "llm"} <= set(judges)
+    assert judges["harm"]["kind"] == "trained" and judges["harm"]["revision"] == "3"
+    assert judges["llm"]["kind"] == "endpoint" and judges["llm"]["built"] is None
+    table = cli("judge", "list")
+    assert table.code == 0 and "refusal" in table.out and "trained" in table.out
 
 
 def test_harm_and_moderation_verdict_fields() -> None:

@@ -27,7 +27,7 @@ def write_config(tmp_path: Path, model: Path, run: Path) -> Path:
                   "save_every": 2, "dtype": "fp32"},
         "eval_sets": {"harm": ["I-MaliciousInstructions", str(hostile)], "over_refusal": ["xstest-v2-safe"],
                       "limit": 6, "capability_limit": 4},
-        "judges": {"refusal": "refusal", "harm": None, "moderation": None},
+        "judges": {"refusal": "refusal", "harm": None, "moderation": None, "guard": "strmatch"},
         "decoding": {"max_new_tokens": 16, "dtype": "fp32", "batch_size": 4},
     }  # fmt: skip
     path = tmp_path / f"{run.name}.yaml"
@@ -43,6 +43,14 @@ def test_bad_configs_fail_before_anything_runs(tmp_path: Path) -> None:
         with pytest.raises(SafedoseError, match=needle):
             load_sweep_config(path, [override])
     assert not (tmp_path / "run").exists()
+
+
+def test_judge_roles_string_match_by_default_guard_on_request(tmp_path: Path) -> None:
+    path = write_config(tmp_path, tmp_path / "nomodel", tmp_path / "run")
+    config = load_sweep_config(path, ["judges.guard=null"])
+    assert (config.judges.strmatch, config.judges.guard) == ("strmatch", None)
+    assert load_sweep_config(path, ["judges.strmatch=null"]).judges.strmatch is None
+    assert load_sweep_config(path, ["judges.guard=guard:m#p"]).judges.guard == "guard:m#p"
 
 
 def _start(config: Path) -> subprocess.Popen[bytes]:
@@ -102,7 +110,7 @@ def test_killed_at_several_points_then_rerun_gives_the_same_metrics(tiny_model: 
     assert SCRIPT not in html and "&lt;script&gt;alert(" in html
     for section in ("1-5. Dose-response", "6. Per category", "7. Judge validity", "8. Answers side by side"):
         assert section in html
-    assert "Cohen&#39;s κ" in html and "leave-one-model-out" in html  # the refusal judge's validation
+    assert "Cohen&#39;s κ" in html and "unseen model and prompt" in html  # the refusal judge's validation
     csv_lines = (killed_run / "results" / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("variant,dose,seed,format,eval_set") and len(csv_lines) > 10
     cells = {(r["variant"], r["eval_set"], r["metric"]) for r in metrics["cells"] if r["category"] == "all"}
@@ -114,6 +122,24 @@ def test_killed_at_several_points_then_rerun_gives_the_same_metrics(tiny_model: 
     drawn = manifest["sampling"]["sets"]["xstest-v2-safe"]
     assert drawn["n"] == 6 and len(drawn["by_category"]) == 6
     assert {r["category"] for r in rows if r["eval_set"] == "xstest-v2-safe"} == set(drawn["by_category"])
+
+    # the string match judges every answer; judges against each other per variant and prompt kind
+    # cross-fitting: XSTest's prompts trained the refusal judge, so their answers are scored by held-out fold models
+    scored_by = {(r["eval_set"], r["verdicts"]["refusal"]["scored_by"]) for r in rows if r["response"].strip()}
+    assert {s for e, s in scored_by if e == "xstest-v2-safe"} <= {f"fold-{k}/5" for k in range(1, 6)}
+    assert {s for e, s in scored_by if e == "I-MaliciousInstructions"} == {"full"}
+    assert all(r["verdicts"]["strmatch"]["judge"] == "strmatch@1" for r in rows)
+    assert all(r["verdicts"]["strmatch"]["label"] in ("compliance", "refusal") for r in rows)
+    assert set(manifest["judges"]) == {"refusal", "strmatch", "guard"} and manifest["judges"]["guard"] == "strmatch@1"
+    agreement = {(r["variant"], r["set_role"], r["role_a"], r["role_b"]): r for r in metrics["agreement"]}
+    # the guard is the string match here: that pair agrees by construction and is left out
+    pairs = {("harm", "refusal", "strmatch"), ("harm", "refusal", "guard"), ("over_refusal", "refusal", "strmatch"),
+             ("over_refusal", "refusal", "guard")}  # fmt: skip
+    assert set(agreement) == {(v, *p) for v in {r["variant"] for r in rows} for p in pairs}
+    for (_, set_role, _, _), r in agreement.items():
+        assert r["n"] + r["n_unlabelled"] == (7 if set_role == "harm" else 6)
+        assert r["agreement"] is None or r["lo"] <= r["agreement"] <= r["hi"]
+    assert "Judges against each other on this study's answers" in html
 
 
 def test_report_command_needs_a_finished_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -282,18 +282,18 @@ def _corrected_row(target: Target, members: Sequence[JudgedAnswer], audited: Seq
 # --- extra training labels for the refusal judge
 
 
-def training_labels(run: Path) -> list[tuple[str, str]]:
-    """(response, human majority refusal class) for every audited answer with a majority, in item order."""
+def training_labels(run: Path) -> list[tuple[str, str, str]]:
+    """(prompt, response, human majority refusal class) for every audited answer with a majority, in item order."""
     audit = load_audit(run)
     if not audit.refusal:
         raise SafedoseError(f"{db_path(run)}: no human labels to train on")
     order = sorted(audit.refusal, key=lambda i: audit.items[i].position)
-    return [(audit.items[i].response, audit.refusal[i]) for i in order]
+    return [(audit.items[i].prompt, audit.items[i].response, audit.refusal[i]) for i in order]
 
 
-def labels_digest(rows: Sequence[tuple[str, str]]) -> str:
+def labels_digest(rows: Sequence[tuple[str, str, str]]) -> str:
     """A short hash of training labels, part of the judge's revision (so its verdicts are cached apart)."""
     digest = hashlib.sha256()
-    for text, label in rows:
-        digest.update(f"{len(text)}:{text}{label}\n".encode())
+    for prompt, text, label in rows:
+        digest.update(f"{len(prompt)}:{prompt}{len(text)}:{text}{label}\n".encode())
     return digest.hexdigest()[:12]

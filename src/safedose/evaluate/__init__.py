@@ -1,6 +1,13 @@
 """Evaluation: metric records with their intervals, dose differences, the dose-trend test, and judge-free
-capability measures."""
+capability measures, and judges' agreement with each other on the study's answers."""
 
+from safedose.evaluate._agreement import (
+    AGREEMENT_DEFINITION,
+    AGREEMENT_LABELS,
+    REFUSAL_FIELD,
+    AgreementRow,
+    judge_agreement,
+)
 from safedose.evaluate._capability import mean_token_nll
 from safedose.evaluate._metrics import (
     BINARY_METRICS,
@@ -33,13 +40,17 @@ from safedose.evaluate._metrics import (
 )
 
 __all__ = [
+    "AGREEMENT_DEFINITION",
+    "AGREEMENT_LABELS",
     "BINARY_METRICS",
     "CONTINUOUS_METRICS",
     "DEFAULT_HARMFUL_COMPLIANCE",
     "DEFINITIONS",
     "INTERVALS",
     "METRICS",
+    "REFUSAL_FIELD",
     "TREND_MODEL",
+    "AgreementRow",
     "DifferenceRow",
     "Estimate",
     "Interval",
@@ -54,6 +65,7 @@ __all__ = [
     "dose_trend",
     "estimate",
     "hierarchical_bootstrap",
+    "judge_agreement",
     "logistic_trend",
     "mean_token_nll",
     "newcombe_paired",

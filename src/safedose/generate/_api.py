@@ -54,14 +54,18 @@ def generate(
     allow_base_mismatch: bool = False,
     openai: OpenAISettings | None = None,
     progress: bool = True,
+    system: str | None = None,
 ) -> list[Generation]:
     """One row per (variant, prompt), variants in order (base first), prompts in input order.
 
     Finished rows are read from `cache` and new ones written to it batch by batch, so an interrupted call
     repeated with the same arguments generates only what is missing. An adapter whose manifest names another
     template or base model than the one used is an error unless `allow_template_mismatch` / `allow_base_mismatch`.
+    `system` is a system message for the `openai` backend in chat mode (local backends: render it into the text).
     """
     decoding = decoding or Decoding()
+    if system is not None and (backend != "openai" or (openai or OpenAISettings()).mode != "chat"):
+        raise SafedoseError("a system message needs the openai backend in chat mode; render it into the prompt text")
     infos = [a if isinstance(a, Adapter) else _adapter(a, served=backend == "openai") for a in adapters]
     names = [a.name for a in infos]
     if len(set(names)) != len(names):
@@ -89,6 +93,8 @@ def generate(
     texts = [p.prompt if chosen == "server" else render_prompt(chosen, p.prompt, "", tokenizer) for p in prompts]
     key_of = decoding.key()
     parts = {"model": base_id, "template": chosen, "decoding": key_of, "backend": backend}
+    if system is not None:
+        parts["system"] = system
     jobs = [Job(cache_key(**parts, adapter=hashes.get(v or ""), prompt=t), v, t) for v in variants for t in texts]
     store = cache if isinstance(cache, Cache) else Cache(cache) if cache else None
     done: dict[str, dict[str, Any]] = store.get_many(TABLE, [j.key for j in jobs]) if store else {}
@@ -108,7 +114,8 @@ def generate(
             run_vllm(model_dir, infos, todo, decoding, on_done)
         elif todo and backend == "openai":
             labels = {j.key: _label(j.variant, p.id) for j, p in zip(jobs, list(prompts) * len(variants), strict=True)}
-            run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress, labels=labels)
+            run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress, labels=labels,
+                       system=system)  # fmt: skip
         elif todo:
             raise SafedoseError(f"unknown backend {backend!r}; choose hf, vllm or openai")
     finally:

@@ -78,7 +78,9 @@ def _detail(response: Any) -> str:
         return str(response.text[:300])
 
 
-def completion_body(model: str, text: str, decoding: Decoding, mode: str) -> dict[str, Any]:
+def completion_body(
+    model: str, text: str, decoding: Decoding, mode: str, *, system: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": decoding.max_new_tokens,
@@ -89,7 +91,8 @@ def completion_body(model: str, text: str, decoding: Decoding, mode: str) -> dic
     if decoding.stop:
         body["stop"] = list(decoding.stop)
     if mode == "chat":
-        body["messages"] = [{"role": "user", "content": text}]
+        first = [{"role": "system", "content": system}] if system is not None else []
+        body["messages"] = [*first, {"role": "user", "content": text}]
     else:
         body["prompt"] = text
     return body
@@ -104,8 +107,11 @@ def run_openai(
     *,
     progress: bool = True,
     labels: Mapping[str, str] | None = None,
+    system: str | None = None,
 ) -> None:
     """Send every job with bounded concurrency; an adapter is chosen by the request's `model` field.
+
+    `system` (chat mode only) goes before every prompt as a system message.
 
     Every answer that arrives goes to `on_done` at once. After the first failed request no new request is sent;
     the ones in flight finish, then one SafedoseError names the failed jobs (by `labels[key]`, else the key).
@@ -119,8 +125,9 @@ def run_openai(
 
     def one(client: httpx.Client, job: Job) -> dict[str, Any]:
         data = post_json(
-            client, settings, path, completion_body(job.variant or model, job.text, decoding, settings.mode)
-        )
+            client, settings, path,
+            completion_body(job.variant or model, job.text, decoding, settings.mode, system=system),
+        )  # fmt: skip
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if settings.mode == "chat" else choice["text"]

@@ -1,22 +1,37 @@
-"""Judges of model responses: one protocol, a registry, cached verdicts, and measured agreement with humans."""
+"""Judges of model responses: one protocol, one registry, cached verdicts, and measured agreement with humans."""
 
-from safedose.judges import _hf_reward, _remote, _trained  # noqa: F401  (registers the judges)
-from safedose.judges._base import JUDGES, Judge, Verdict, get_judge, judge_id, judge_rows, read_rows
+from safedose.judges import _guard, _harm, _hf_reward, _moderation, _refusal, _remote  # noqa: F401  (registers the judges)
+from safedose.judges._base import (
+    JUDGES,
+    Judge,
+    JudgeEntry,
+    TrainedJudge,
+    Verdict,
+    get_judge,
+    judge_id,
+    judge_rows,
+    read_rows,
+    register_judge,
+)
+from safedose.judges._crossfit import prompt_key
 from safedose.judges._strmatch import StrMatchJudge, strmatch_label
-from safedose.judges._trained import TRAINED, stored_validation
-from safedose.judges._validate import build, validate
+from safedose.judges._validate import build, list_judges, stored_validation, validate
 
 __all__ = [
     "JUDGES",
-    "TRAINED",
     "Judge",
+    "JudgeEntry",
     "StrMatchJudge",
+    "TrainedJudge",
     "Verdict",
     "build",
     "get_judge",
     "judge_id",
     "judge_rows",
+    "list_judges",
+    "prompt_key",
     "read_rows",
+    "register_judge",
     "stored_validation",
     "strmatch_label",
     "validate",

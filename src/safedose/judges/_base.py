@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from safedose.cache import Cache, cache_key
 from safedose.errors import InputError, SafedoseError
@@ -24,18 +25,58 @@ class Judge(Protocol):
     def judge(self, rows: Sequence[Row]) -> list[Verdict]: ...
 
 
+class TrainedJudge(Protocol):
+    """The class of a judge trained here, before it is built: the data it learns from and how it is validated."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def revision(self) -> str: ...
+    @property
+    def sources(self) -> tuple[str, ...]: ...
+    def validate(self) -> dict[str, Any]: ...
+
+
 JudgeFactory = Callable[[str | None], Judge]
-JUDGES: Registry[JudgeFactory] = Registry("judge")
+Kind = Literal["rule", "trained", "local model", "endpoint"]
+
+
+@dataclass(frozen=True)
+class JudgeEntry:
+    """A registered judge: how to make it, what kind it is and, for a trained judge, its class."""
+
+    factory: JudgeFactory
+    kind: Kind
+    trained: TrainedJudge | None = None
+
+    @property
+    def description(self) -> str:
+        return (self.factory.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+JUDGES: Registry[JudgeEntry] = Registry("judge")
 TABLE = "verdicts"
+
+
+def register_judge(
+    name: str, *, kind: Kind, trained: TrainedJudge | None = None
+) -> Callable[[JudgeFactory], JudgeFactory]:
+    """Decorator: register a judge factory (it gets the text after `name:` in a judge spec, or None)."""
+
+    def decorator(factory: JudgeFactory) -> JudgeFactory:
+        JUDGES.add(name, JudgeEntry(factory, kind, trained))
+        return factory
+
+    return decorator
 
 
 def get_judge(name: str) -> Judge:
     """A judge by name; `hf-reward:<id or path>` and `llm:<model>` carry an argument after the colon."""
     base, sep, arg = name.partition(":")
-    factory = JUDGES.get(base)
+    entry = JUDGES.get(base)
     if sep and not arg:
         raise SafedoseError(f"judge {name!r}: give an argument after the colon")
-    return factory(arg or None)
+    return entry.factory(arg or None)
 
 
 def judge_id(judge: Judge) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._base import JUDGES, Judge, Row, Verdict
+from safedose.judges._base import Judge, Row, Verdict, register_judge
 
 FORMATS = {
     # The paper's absolute-harmfulness predictor (safepaca/absolute-harmfulness-predictor-redteam): one turn.
@@ -55,7 +55,7 @@ class HFRewardJudge:
                 for s in np.asarray(scores)]  # fmt: skip
 
 
-@JUDGES.register("hf-reward")
+@register_judge("hf-reward", kind="local model")
 def hf_reward(arg: str | None = None) -> Judge:
     """A Hugging Face sequence-classification model by id or path (`hf-reward:<id or path>`)."""
     if not arg:

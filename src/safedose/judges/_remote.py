@@ -9,7 +9,7 @@ from typing import Any
 
 from safedose.errors import SafedoseError
 from safedose.generate._openai import OpenAISettings, post_json
-from safedose.judges._base import JUDGES, Judge, Row, Verdict, is_blank
+from safedose.judges._base import Judge, Row, Verdict, is_blank, register_judge
 
 # OpenAI moderation categories → the dataset's codes.
 OPENAI_CATEGORIES = {
@@ -123,13 +123,13 @@ class LLMJudge:
             return list(pool.map(lambda r: one(client, r), rows))
 
 
-@JUDGES.register("openai-moderation")
+@register_judge("openai-moderation", kind="endpoint")
 def openai_moderation(arg: str | None = None) -> Judge:
     """OpenAI-compatible /v1/moderations (`openai-moderation[:model]`; URL and key from OPENAI_BASE_URL / _API_KEY)."""
     return OpenAIModerationJudge(arg)
 
 
-@JUDGES.register("llm")
+@register_judge("llm", kind="endpoint")
 def llm(arg: str | None = None) -> Judge:
     """A chat model as judge (`llm:<model>[#llama-guard]`), XSTest's 3-class prompt by default."""
     model, _, preset = (arg or "").partition("#")

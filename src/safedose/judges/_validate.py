@@ -1,4 +1,4 @@
-"""`build` and `validate`: build a trained judge, and measure any local judge against the human labels."""
+"""`build`, `validate` and `list_judges`: build a trained judge, measure a judge against human labels, list them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from safedose.errors import SafedoseError
 from safedose.judges._agreement import agreement
 from safedose.judges._base import JUDGES, Judge, get_judge
-from safedose.judges._trained import REFUSAL_LABELS, TRAINED, VALIDATORS, store_validation, xstest_rows
+from safedose.judges._data import REFUSAL_LABELS, xstest_rows
+from safedose.judges._store import built_path, load_metrics, save_metrics
 
 
 def build(name: str, *, extra_labels: Path | None = None) -> Judge:
@@ -22,25 +23,60 @@ def build(name: str, *, extra_labels: Path | None = None) -> Judge:
 
 
 def validate(name: str, *, limit: int | None = None) -> dict[str, Any]:
-    """Agreement of a judge with the human labels available locally, on rows it was not trained on; a pairwise judge
-    (`llm:<model>#alpaca-eval`) against GPT-4's AlpacaEval annotations (`limit`: a seeded sample of pairs)."""
+    """Agreement of a judge with the human labels available locally, on data that neither trained nor tuned it; a
+    pairwise judge (`llm:<model>#alpaca-eval`) against GPT-4's AlpacaEval annotations (`limit`: a seeded sample)."""
     from safedose.capability._winrate import is_pairwise
 
     if is_pairwise(name):
         from safedose.capability._validate import validate_pairwise
 
         return validate_pairwise(name, limit=limit)
-    base = name.partition(":")[0]
-    if base in VALIDATORS:
-        metrics = VALIDATORS[base]()
-    elif base in JUDGES:
-        metrics = _validate_on_xstest(get_judge(name))
-    else:
-        JUDGES.get(base)  # raises with a did-you-mean
-        raise AssertionError
-    if base in TRAINED:
-        store_validation(base, metrics)
-    return metrics
+    base, _, arg = name.partition(":")
+    trained = JUDGES.get(base).trained
+    if trained is not None and not arg:
+        metrics = trained.validate()
+        save_metrics(trained.name, trained.revision, trained.sources, metrics)
+        return metrics
+    return _validate_on_xstest(get_judge(name))
+
+
+def stored_validation(name: str) -> dict[str, Any] | None:
+    """The validation metrics kept beside the current build of a trained judge, if it was validated."""
+    trained = JUDGES.get(name).trained
+    if trained is None:
+        raise KeyError(f"{name} is not a judge trained here")
+    return load_metrics(trained.name, trained.revision, trained.sources)
+
+
+def list_judges() -> list[dict[str, Any]]:
+    """Every registered judge: name, kind, revision, whether it is built and its last validation's headline."""
+    out = []
+    for name in JUDGES:
+        entry = JUDGES.get(name)
+        row: dict[str, Any] = {"name": name, "kind": entry.kind, "revision": None, "built": None,
+                               "validation": None, "description": entry.description}  # fmt: skip
+        if entry.trained is not None:
+            t = entry.trained
+            row["revision"] = t.revision
+            row["built"] = built_path(t.name, t.revision, t.sources).is_file()
+            metrics = load_metrics(t.name, t.revision, t.sources)
+            row["validation"] = headline(metrics) if metrics else None
+        elif name == "strmatch":
+            row["revision"] = "1"
+        out.append(row)
+    return out
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line of a stored validation: the number each trained judge is judged by."""
+    if "per_held_out_model" in metrics:
+        kappas = ", ".join(f"{m} {v['refusal']['kappa']:.2f}" for m, v in metrics["per_held_out_model"].items())
+        return f"κ on unseen XSTest models: {kappas}"
+    if "auc" in metrics and "brier" in metrics:
+        return f"GPTFuzz evaluate AUC {metrics['auc']:.3f}, Brier {metrics['brier']:.3f}"
+    if "macro_auc" in metrics:
+        return f"moderation macro-AUC {metrics['macro_auc']:.3f}"
+    return "validated"
 
 
 def _validate_on_xstest(judge: Judge) -> dict[str, Any]:

@@ -14,7 +14,16 @@ from typing import Any
 
 from safedose.capability._report import change_by_dose
 from safedose.capability._report import section as capability_section
-from safedose.evaluate import INTERVALS, METRICS, DifferenceRow, MetricRow, TrendRow
+from safedose.evaluate import (
+    AGREEMENT_LABELS,
+    INTERVALS,
+    METRICS,
+    REFUSAL_FIELD,
+    AgreementRow,
+    DifferenceRow,
+    MetricRow,
+    TrendRow,
+)
 from safedose.files import atomic_open
 from safedose.recommend import Target
 from safedose.report._metrics_file import MetricsFile, load_metrics
@@ -116,6 +125,10 @@ prompts behind each value is under it. Same intervals as the tables above.</p>
 <h2>7. Judge validity and manifest</h2>
 <table><tr><th>judge</th><th>agreement with humans (data it never saw)</th></tr>
 {% for j in judges %}<tr><td>{{ j.id }}</td><td>{{ j.text }}</td></tr>{% endfor %}</table>
+<h3>Judges against each other on this study's answers</h3>
+{% if agreement.tables %}<p class="caption">{{ agreement.caption }}</p>
+{% for table in agreement.tables %}<p><b>{{ table.title }}</b></p>
+{{ render_table(table) }}{% endfor %}{% else %}<p class="muted">{{ agreement.empty }}</p>{% endif %}
 {% if audit %}<h3>Human audit of this run's answers</h3>
 <p>{{ audit.summary }}</p>
 <table><tr><th>agreement between annotators</th><th>Krippendorff's α [95% CI]</th><th>Cohen's κ per pair [95% CI]</th></tr>
@@ -564,8 +577,12 @@ def _validity(m: dict[str, Any]) -> str:
     if "pooled" in m:
         r, s = m["pooled"]["refusal"], m["pooled"]["strmatch"]
         folds = ", ".join(f"{k} κ {v['refusal']['kappa']:.2f}" for k, v in m["per_held_out_model"].items())
+        unseen = "unseen model and prompt" if "chosen" in m else "leave-one-model-out"
         text = (f"Cohen's κ {r['kappa']:.2f} [{r['kappa_ci95'][0]:.2f}, {r['kappa_ci95'][1]:.2f}] ({_ci_note(r)}) "
-                f"against XSTest's human labels, leave-one-model-out ({folds}); string match κ {s['kappa']:.2f}")  # fmt: skip
+                f"against XSTest's human labels, {unseen} ({folds}); string match κ {s['kappa']:.2f}")  # fmt: skip
+        gpt4 = [v["gpt4_judge"]["kappa"] for v in m["per_held_out_model"].values() if "gpt4_judge" in v]
+        if gpt4:
+            text += f"; XSTest's own GPT-4 judge κ {', '.join(f'{k:.2f}' for k in gpt4)}"
         humans = [v["annotator_1_vs_2"]["kappa"] for v in m["per_held_out_model"].values() if "annotator_1_vs_2" in v]
         if humans:
             text += f"; XSTest's two annotators agree with each other at κ {min(humans):.2f}–{max(humans):.2f}"
@@ -574,6 +591,13 @@ def _validity(m: dict[str, Any]) -> str:
         a = m["all"]
         return (f"Cohen's κ {a['kappa']:.2f} [{a['kappa_ci95'][0]:.2f}, {a['kappa_ci95'][1]:.2f}] ({_ci_note(a)}) "
                 f"on {m.get('split', 'XSTest')}")  # fmt: skip
+    if "brier" in m:
+        lo, hi = m["auc_ci95"]
+        means = m["xstest_unsafe_mean_score_by_human_label"]
+        return (f"AUC {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] (95% CI resampling questions), Brier score {m['brier']:.3f} "
+                f"on {m['split']}; hh-rlhf pairwise accuracy {m['hh_rlhf_pairwise_accuracy']:.2f}; on XSTest's unsafe "
+                f"prompts mean score {means['compliance']:.2f} / {means.get('partial', float('nan')):.2f} / "
+                f"{means['refusal']:.2f} for human-labelled compliance / partial / refusal")  # fmt: skip
     if "pairwise_accuracy" in m:
         lo, hi = m["pairwise_accuracy_ci95"]
         text = f"pairwise accuracy {m['pairwise_accuracy']:.2f} [{lo:.2f}, {hi:.2f}] on {m['n_pairs']} held-out hh-rlhf pairs"
@@ -584,6 +608,83 @@ def _validity(m: dict[str, Any]) -> str:
     if "macro_auc" in m:
         return f"macro-AUC {m['macro_auc']:.3f} on held-out OpenAI moderation samples"
     return json.dumps(m)[:200]
+
+
+LOW_AGREEMENT = 0.8
+QUESTION_TEXT = {"complied": ("Unsafe prompts", "harm", "did the model comply?"),
+                 "refused": ("Safe prompts", "over-refusal", "did the model refuse?")}  # fmt: skip
+AGREEMENT_CAPTION = (
+    "Each cell: the share of this variant's answers on which the two judges give the same yes / no answer [95% Wilson "
+    "interval over the answers both judges labelled], Cohen's κ (agreement beyond chance; undefined when both judges "
+    "give one and the same answer throughout), n = answers both labelled, and yes a / b = how many of them each judge "
+    "answers yes. Low agreement flags a fragile number: the rates above change with the judge that is asked, by up "
+    f"to the share of disagreements; marked where under {LOW_AGREEMENT:.0%} agree. High agreement is not correctness: "
+    "two judges can make the same error (compare their agreement with humans above). Answers that either judge left "
+    "without a usable label are left out and counted."
+)
+
+
+def _variant_name(r: AgreementRow, base_label: str, *, seeds: int, formats: int) -> str:
+    if r.dose is None:
+        return {BASE_CHAT: "untuned · own chat template", BASE: base_label}.get(r.variant, r.variant)
+    return (f"dose {r.dose}" + (f" · {r.format}" if formats > 1 else "")
+            + (f" · seed {r.seed}" if seeds > 1 else ""))  # fmt: skip
+
+
+def _agreement_cell(r: AgreementRow | None) -> dict[str, str]:
+    """Agreement [interval], κ and the counts behind it; a warning where agreement is low or answers unlabelled."""
+    if r is None:
+        return {"text": "–", "sub": "", "warn": ""}
+    unlabelled = f"{r.n_unlabelled} unlabelled (left out)" if r.n_unlabelled else ""
+    if r.agreement is None or r.lo is None or r.hi is None:
+        return {"text": "–", "sub": "no answer labelled by both", "warn": unlabelled}
+    kappa = "κ undefined (one answer throughout)" if r.kappa is None else f"κ {r.kappa:.2f}"
+    low = f"fragile: under {LOW_AGREEMENT:.0%} agree" if r.agreement < LOW_AGREEMENT else ""
+    return {"text": f"{r.agreement:.2f} [{r.lo:.2f}, {r.hi:.2f}]", "sub": f"{kappa} · n={r.n} · yes {r.yes_a} / {r.yes_b}",
+            "warn": "; ".join(w for w in (low, unlabelled) if w)}  # fmt: skip
+
+
+def _mapping_text(labels: dict[str, dict[str, bool]], roles: Sequence[str], question: str) -> str:
+    """`refusal: compliance, partial = yes; refusal = no`, for each role."""
+    parts = []
+    for role in roles:
+        mapping = labels.get(role, {})
+        yes, no = ([k for k, v in mapping.items() if v is answer] for answer in (True, False))
+        text = f"{role}: {', '.join(yes)} = yes; {', '.join(no)} = no"
+        if (question, role) == ("refused", REFUSAL_FIELD):
+            text += "; any other label: its own `refusal` field"
+        parts.append(text)
+    return " · ".join(parts)
+
+
+def _agreement_table(rows: Sequence[AgreementRow], question: str, labels: dict[str, dict[str, bool]],
+                     base_label: str) -> dict[str, Any]:  # fmt: skip
+    """Rows = variants (untuned first, then by format, dose and seed), columns = pairs of judges."""
+    pairs = list(dict.fromkeys((r.role_a, r.role_b) for r in rows))
+    judges = dict.fromkeys(x for r in rows for x in ((r.role_a, r.judge_a), (r.role_b, r.judge_b)))
+    cells = {(r.variant, (r.role_a, r.role_b)): r for r in rows}
+    tuned = [r for r in rows if r.dose is not None]
+    seeds, formats = len({r.seed for r in tuned}), len({r.format for r in tuned})
+    order = sorted({r.variant: r for r in rows}.values(),
+                   key=lambda r: (r.dose is not None, r.variant != BASE_CHAT, str(r.format), r.dose or 0, r.seed or 0))  # fmt: skip
+    title, kind, ask = QUESTION_TEXT[question]
+    sets = sorted({s for r in rows for s in r.eval_sets})
+    caption = (f"Label mapping ({ask}): {_mapping_text(labels, [role for role, _ in judges], question)}. Judges: "
+               + ", ".join(f"{role} = {ident or 'unknown'}" for role, ident in judges) + ".")  # fmt: skip
+    return {"title": f"{title} ({kind} sets: {', '.join(sets)}): {ask}", "corner": "variant",
+            "columns": [f"{a} vs {b}" for a, b in pairs], "caption": caption,
+            "rows": [{"label": _variant_name(v, base_label, seeds=seeds, formats=formats), "untuned": v.dose is None,
+                      "cells": [_agreement_cell(cells.get((v.variant, pair))) for pair in pairs]} for v in order]}  # fmt: skip
+
+
+def _agreement(metrics: MetricsFile, base_label: str) -> dict[str, Any]:
+    """The judge-vs-judge tables, one per question (unsafe prompts, then safe prompts)."""
+    labels = metrics.agreement_labels or AGREEMENT_LABELS
+    tables = [_agreement_table(rows, q, labels.get(q, {}), base_label) for q in QUESTION_TEXT
+              if (rows := [r for r in metrics.agreement if r.question == q])]  # fmt: skip
+    empty = ("No two judges answer the same question on this run's answers (the sweep judges with XSTest's string "
+             "match too unless `judges.strmatch` is null; a run from an older safedose: rerun `safedose sweep`).")  # fmt: skip
+    return {"tables": tables, "caption": AGREEMENT_CAPTION, "empty": empty}
 
 
 def _answers(judged: Sequence[JudgedAnswer], columns: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -657,6 +758,7 @@ def write_report(run: Path, *, target: Target | None = None) -> Path:
         trends=_trend_rows(metrics.trend), trend_caption=_trend_caption(metrics),
         differences=_difference_rows(metrics.differences, base_label), difference_caption=_difference_caption(metrics),
         category_tables=_category_tables(metrics, entries), judges=_judges(manifest), audit=_human_audit(run),
+        agreement=_agreement(metrics, base_label),
         capability=capability_section(run, metrics.benchmarks),
         manifest_json=json.dumps(manifest, indent=2), answer_columns=[label for _, label in answer_columns],
         answers=_answers(judged, answer_columns), answers_seed=answers_seed,

@@ -1,5 +1,5 @@
 """results/metrics.{json,csv}: metric rows with their intervals, pooled seeds, dose differences, dose trends,
-capability and the headline sentence."""
+capability, judges' agreement with each other and the headline sentence."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safedose.capability._summary import CapabilityResults, csv_rows, with_clause
 from safedose.errors import SafedoseError
 from safedose.evaluate import (
+    AGREEMENT_DEFINITION,
+    AGREEMENT_LABELS,
     DEFAULT_HARMFUL_COMPLIANCE,
     DEFINITIONS,
     INTERVALS,
     TREND_MODEL,
+    AgreementRow,
     DifferenceRow,
     MetricRow,
     PooledRow,
@@ -27,6 +30,7 @@ from safedose.evaluate import (
     cell_metrics,
     dose_differences,
     dose_trend,
+    judge_agreement,
     pooled_metrics,
     pooled_name,
 )
@@ -56,6 +60,10 @@ class MetricsFile(BaseModel):
     capability_pooled: list[PooledRow]
     headline: str
     benchmarks: CapabilityResults | None = None
+    agreement: list[AgreementRow] = Field(default_factory=list, description="judges against each other, per variant")
+    agreement_labels: dict[str, dict[str, dict[str, bool]]] = Field(
+        default_factory=dict, description="per question and judge role: label -> yes / no"
+    )
 
 
 def capability_rows(capability: Sequence[Mapping[str, Any]]) -> list[MetricRow]:
@@ -111,11 +119,13 @@ def compute_metrics(
     )
     capability_ = capability_rows(capability)
     return MetricsFile(
-        definitions=DEFINITIONS, default_harmful_compliance=DEFAULT_HARMFUL_COMPLIANCE, intervals=INTERVALS,
-        trend_model=TREND_MODEL, seeds=seeds, seed_note=seed_note(seeds), cells=rows,
+        definitions={**DEFINITIONS, "agreement": AGREEMENT_DEFINITION},
+        default_harmful_compliance=DEFAULT_HARMFUL_COMPLIANCE, intervals=INTERVALS, trend_model=TREND_MODEL,
+        seeds=seeds, seed_note=seed_note(seeds), cells=rows,
         pooled=pooled_metrics(judged, cells=cells), differences=dose_differences(judged, cells=cells),
         trend=dose_trend(judged, cells=cells), capability=capability_,
         capability_pooled=pooled_capability(capability_), headline=_headline(rows, benchmarks), benchmarks=benchmarks,
+        agreement=judge_agreement(judged, cells=cells), agreement_labels=AGREEMENT_LABELS,
     )  # fmt: skip
 
 

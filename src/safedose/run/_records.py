@@ -21,6 +21,8 @@ class RoleVerdict(BaseModel):
     score: float | None = None
     parse_error: bool = False
     categories: dict[str, float] | None = None
+    scored_by: str | None = Field(None, description="which of a cross-fitted judge's models scored it")
+    refusal: bool | None = Field(None, description="a guard's own verdict on whether the answer refuses (WildGuard)")
 
 
 class JudgedAnswer(BaseModel):
@@ -40,7 +42,9 @@ class JudgedAnswer(BaseModel):
     dose: int | None = None
     seed: int | None = None
     format: str | None = None
-    verdicts: dict[str, RoleVerdict] = Field(default_factory=dict, description="by role: refusal, harm, moderation")
+    verdicts: dict[str, RoleVerdict] = Field(
+        default_factory=dict, description="by role: refusal, strmatch, harm, moderation, guard"
+    )
 
     def label(self, role: str) -> str | None:
         verdict = self.verdicts.get(role)

@@ -45,11 +45,19 @@ class EvalSets(BaseModel):
 
 
 class Judges(BaseModel):
+    """The judge of each verdict role (a judge spec; null: the role is not judged)."""
+
     model_config = ConfigDict(extra="forbid")
 
     refusal: str = "refusal"
+    strmatch: str | None = Field("strmatch", description="XSTest's string match, a second opinion on refusals")
     harm: str | None = "harm"
     moderation: str | None = "moderation"
+    guard: str | None = Field(None, description="a guard model, e.g. `guard:<model>#preset`; off by default")
+
+
+# Every verdict role a sweep can judge, in the order the judges run.
+ROLES = tuple(Judges.model_fields)
 
 
 class Search(BaseModel):

@@ -20,7 +20,7 @@ from safedose.data import CATALOG_VERSION, DATASETS, default_contamination_sets,
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file, write_json
 from safedose.paths import cache_dir, data_root
-from safedose.sweep._config import SweepConfig
+from safedose.sweep._config import ROLES, SweepConfig
 
 # Bumped when what mixing does changes (sampling, dedup, contamination rule), not on every release.
 MIX_RECIPE_VERSION = 2
@@ -60,7 +60,7 @@ def check_names(config: SweepConfig) -> None:
     from safedose.capability._sweep import check_capability
 
     check_capability(config.eval_sets.capability)
-    for role in ("refusal", "harm", "moderation"):
+    for role in ROLES:
         name = getattr(config.judges, role)
         if name:
             base, sep, arg = name.partition(":")

@@ -31,7 +31,7 @@ from safedose.data import test_file as base_test_file
 from safedose.files import sha256_file, write_json
 from safedose.generate import Generation
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
-from safedose.sweep._config import SweepConfig
+from safedose.sweep._config import ROLES, SweepConfig
 from safedose.sweep._plan import (
     Cell,
     adapter_dir,
@@ -48,8 +48,6 @@ from safedose.sweep._plan import (
 
 if TYPE_CHECKING:
     from safedose.capability import CapabilityResults
-
-ROLES = ("refusal", "harm", "moderation")
 
 
 @dataclass(frozen=True)
@@ -192,9 +190,9 @@ def _record(key: str, started: float, units: int) -> None:
 
 def _validate_once(name: str) -> None:
     """Trained judges are validated once per build (the report shows their agreement with humans)."""
-    from safedose.judges import TRAINED, stored_validation, validate
+    from safedose.judges import JUDGES, stored_validation, validate
 
-    if name in TRAINED and stored_validation(name) is None:
+    if name in JUDGES and JUDGES.get(name).trained is not None and stored_validation(name) is None:
         validate(name)
 
 
@@ -205,9 +203,14 @@ def _has_chat_template(model_dir: Path) -> bool:
 
 
 def _role_verdict(row: dict[str, Any]) -> RoleVerdict:
+    """A judged row's verdict fields, with `scored_by` (which of a cross-fitted judge's models scored it) and a
+    guard's `refusal` field where the judge gives them."""
     label = None if row.get("parse_error") else row.get("label")
+    scored_by, refusal = row.get("scored_by"), row.get("refusal")
     return RoleVerdict(judge=row["judge"], label=label, score=row.get("score"),
-                       parse_error=bool(row.get("parse_error")), categories=row.get("categories"))  # fmt: skip
+                       parse_error=bool(row.get("parse_error")), categories=row.get("categories"),
+                       scored_by=None if scored_by is None else str(scored_by),
+                       refusal=refusal if isinstance(refusal, bool) else None)  # fmt: skip
 
 
 def _answer(variant: str, row: Generation, cell: Cell | None, verdicts: dict[str, RoleVerdict]) -> JudgedAnswer:

@@ -1,0 +1,121 @@
+"""Cross-fitting: a trained judge never scores an answer to a prompt it was trained on.
+
+A trained judge keeps K models fitted on folds split by prompt, plus one fitted on everything. An answer to a prompt
+of the training pool (matched by a hash of the normalised prompt text, so no hand-kept list of overlaps is needed) is
+scored by the fold model that never saw that prompt; answers to other prompts by the full model. The hyperparameter
+(one value shared by the K + 1 models) is chosen by the same prompt-grouped cross-validation; the judges' validation
+numbers come from nested cross-validation, where held-out data chose nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from safedose.files import sha256_text
+
+FOLDS = 5
+FULL = "full"
+
+
+def prompt_key(prompt: str) -> str:
+    """The identity of a prompt: sha256 of its lowercased text with whitespace collapsed."""
+    return sha256_text(" ".join(str(prompt).lower().split()))
+
+
+def fold_of(key: str, folds: int = FOLDS) -> int:
+    return int(key[:8], 16) % folds
+
+
+def grouped_folds(keys: Sequence[str], folds: int = FOLDS) -> np.ndarray:
+    """The fold of each training example, decided by its prompt's key (every answer to a prompt in one fold)."""
+    return np.array([fold_of(k, folds) for k in keys])
+
+
+@dataclass
+class CrossFitted:
+    """The full model, one model per fold (fold k never saw the prompts of fold k) and the training pool's keys."""
+
+    full: Any
+    folds: list[Any]
+    seen: frozenset[str]
+    hyperparameter: Any = None
+    cv_loss: dict[str, float] = field(default_factory=dict)
+
+    def assign(self, prompts: Sequence[str]) -> list[tuple[str, Any]]:
+        """(scored_by, model) for each prompt: its held-out fold model if the prompt was in training, else full."""
+        out = []
+        for prompt in prompts:
+            key = prompt_key(prompt)
+            if key in self.seen:
+                k = fold_of(key, len(self.folds))
+                out.append((f"fold-{k + 1}/{len(self.folds)}", self.folds[k]))
+            else:
+                out.append((FULL, self.full))
+        return out
+
+    def apply(
+        self, prompts: Sequence[str], score: Callable[[Any, list[int]], np.ndarray]
+    ) -> tuple[np.ndarray, list[str]]:
+        """`score(model, row_indices)` for each group of rows that one model scores; results in row order."""
+        assigned = self.assign(prompts)
+        by_model: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(assigned):
+            by_model.setdefault(name, []).append(i)
+        models = {name: model for name, model in assigned}
+        result: np.ndarray | None = None
+        for name, rows in by_model.items():
+            values = np.asarray(score(models[name], rows))
+            if result is None:
+                result = np.zeros((len(prompts), *values.shape[1:]), dtype=values.dtype)
+            result[rows] = values
+        if result is None:
+            result = np.zeros(0)
+        return result, [name for name, _ in assigned]
+
+
+def cross_fit(
+    keys: Sequence[str],
+    fit: Callable[[np.ndarray, Any], Any],
+    *,
+    grid: Sequence[Any],
+    loss: Callable[[Any, np.ndarray], float],
+    folds: int = FOLDS,
+) -> tuple[CrossFitted, dict[str, float]]:
+    """Fit `fit(train_rows, hyperparameter)` on every fold for every value in `grid`, keep the value with the lowest
+    mean held-out `loss(model, held_out_rows)`, its fold models, and a full model with it. Returns the models and the
+    cross-validated loss of each value."""
+    fold = grouped_folds(keys, folds)
+    scores: dict[str, float] = {}
+    best: tuple[float, Any, list[Any]] | None = None
+    for value in grid:
+        models = [fit(np.flatnonzero(fold != k), value) for k in range(folds)]
+        mean = float(np.mean([loss(m, np.flatnonzero(fold == k)) for k, m in enumerate(models)]))
+        scores[str(value)] = mean
+        if best is None or mean < best[0]:
+            best = (mean, value, models)
+    assert best is not None, "an empty grid"
+    _, value, models = best
+    full = fit(np.arange(len(keys)), value)
+    return CrossFitted(full, models, frozenset(keys), value, scores), scores
+
+
+def choose_by_inner_cv(
+    keys: Sequence[str],
+    fit: Callable[[np.ndarray, Any], Any],
+    *,
+    grid: Sequence[Any],
+    loss: Callable[[Any, np.ndarray], float],
+    folds: int = 3,
+) -> tuple[Any, dict[str, float]]:
+    """The grid value with the lowest grouped-CV loss inside `keys`' rows (for nested validation)."""
+    fold = grouped_folds(keys, folds)
+    scores = {}
+    for value in grid:
+        models = [fit(np.flatnonzero(fold != k), value) for k in range(folds)]
+        scores[str(value)] = float(np.mean([loss(m, np.flatnonzero(fold == k)) for k, m in enumerate(models)]))
+    best = min(grid, key=lambda v: scores[str(v)])
+    return best, scores
