@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def test_killed_at_several_points_then_rerun_gives_the_same_metrics(tiny_model: 
     for section in ("1-5. Dose-response", "6. Per category", "7. Judge validity", "8. Answers side by side"):
         assert section in html
     assert "Cohen&#39;s κ" in html and "unseen model and prompt" in html  # the refusal judge's validation
+    assert re.search(r"Cross-fitted: \d+ of \d+ answers \(xstest-v2-safe\)", html)
     csv_lines = (killed_run / "results" / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("variant,dose,seed,format,eval_set") and len(csv_lines) > 10
     cells = {(r["variant"], r["eval_set"], r["metric"]) for r in metrics["cells"] if r["category"] == "all"}

@@ -552,7 +552,21 @@ def _human_audit(run: Path) -> dict[str, Any] | None:
     return audit_section(run)
 
 
-def _judges(manifest: dict[str, Any]) -> list[dict[str, str]]:
+def _held_out_note(judged: Sequence[JudgedAnswer], role: str) -> str:
+    """How many answers a cross-fitted judge scored with a fold model (their prompts were in its training data)."""
+    scored = [a.verdicts[role].scored_by for a in judged if role in a.verdicts and a.verdicts[role].scored_by]
+    folds = sum(1 for s in scored if s != "full")
+    if not scored:
+        return ""
+    sets = sorted(
+        {a.eval_set for a in judged if role in a.verdicts and (a.verdicts[role].scored_by or "full") != "full"}
+    )
+    where = f" ({', '.join(sets)})" if sets else ""
+    return (f" Cross-fitted: {folds} of {len(scored)} answers{where} answer prompts this judge was trained on and were "
+            "scored by a model trained without them; the rest by the full model.")  # fmt: skip
+
+
+def _judges(manifest: dict[str, Any], judged: Sequence[JudgedAnswer] = ()) -> list[dict[str, str]]:
     out = []
     for role, ident in manifest.get("judges", {}).items():
         name = str(ident).partition("@")[0]
@@ -563,7 +577,7 @@ def _judges(manifest: dict[str, Any]) -> list[dict[str, str]]:
             text = f"the stored validation is of {stored['judge']}, not of {ident}"
         else:
             text = _validity(stored)
-        out.append({"id": f"{role}: {ident}", "text": text})
+        out.append({"id": f"{role}: {ident}", "text": text + _held_out_note(judged, role)})
     return out
 
 
@@ -757,7 +771,7 @@ def write_report(run: Path, *, target: Target | None = None) -> Path:
         summary_tables=tables,
         trends=_trend_rows(metrics.trend), trend_caption=_trend_caption(metrics),
         differences=_difference_rows(metrics.differences, base_label), difference_caption=_difference_caption(metrics),
-        category_tables=_category_tables(metrics, entries), judges=_judges(manifest), audit=_human_audit(run),
+        category_tables=_category_tables(metrics, entries), judges=_judges(manifest, judged), audit=_human_audit(run),
         agreement=_agreement(metrics, base_label),
         capability=capability_section(run, metrics.benchmarks),
         manifest_json=json.dumps(manifest, indent=2), answer_columns=[label for _, label in answer_columns],
