@@ -77,6 +77,26 @@ class CrossFitted:
         return result, [name for name, _ in assigned]
 
 
+def score_answers(
+    models: CrossFitted,
+    rows: Sequence[dict[str, Any]],
+    score: Callable[[Any, list[str]], np.ndarray],
+    *,
+    by: str = "prompt",
+) -> tuple[list[int], np.ndarray, list[str | None]]:
+    """`score(model, responses)` for the non-blank answers of `rows`, each by the model that the row's `by` field
+    (its prompt, or the response itself) is assigned to. Returns their row indices, their scores and `scored_by` for
+    every row (None where the answer is blank and nothing scored it)."""
+    filled = [i for i, r in enumerate(rows) if str(r["response"] or "").strip()]
+    responses = [str(rows[i]["response"]) for i in filled]
+    values, assigned = models.apply([str(rows[i][by]) for i in filled],
+                                    lambda model, idx: score(model, [responses[j] for j in idx]))  # fmt: skip
+    scored_by: list[str | None] = [None] * len(rows)
+    for i, name in zip(filled, assigned, strict=True):
+        scored_by[i] = name
+    return filled, values, scored_by
+
+
 def cross_fit(
     keys: Sequence[str],
     fit: Callable[[np.ndarray, Any], Any],

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from safedose.judges._agreement import agreement, auc, bootstrap_ci
-from safedose.judges._base import Judge, Row, Verdict, is_blank, register_judge
-from safedose.judges._crossfit import CrossFitted, cross_fit, grouped_folds, prompt_key
+from safedose.judges._base import Judge, Row, Verdict, register_judge
+from safedose.judges._crossfit import CrossFitted, cross_fit, grouped_folds, prompt_key, score_answers
 from safedose.judges._data import Labelled, gptfuzz, hh_pairs, xstest_rows
 from safedose.judges._features import fitted_once, lexical_features
 from safedose.judges._store import load_or_build
@@ -82,16 +82,10 @@ class HarmJudge:
         self.models: CrossFitted = load_or_build(self.name, self.revision, self.sources, build)
 
     def scores(self, rows: Sequence[Row]) -> tuple[np.ndarray, list[str | None]]:
-        filled = [i for i, r in enumerate(rows) if not is_blank(r["response"])]
+        """P(harmful) of each row (0 for a blank answer) and which model scored it."""
+        filled, values, scored_by = score_answers(self.models, rows, probability)
         scores = np.zeros(len(rows))
-        scored_by: list[str | None] = [None] * len(rows)
-        if filled:
-            responses = [str(rows[i]["response"]) for i in filled]
-            values, by = self.models.apply([str(rows[i]["prompt"]) for i in filled],
-                                           lambda m, idx: probability(m, [responses[j] for j in idx]))  # fmt: skip
-            scores[filled] = values
-            for i, b in zip(filled, by, strict=True):
-                scored_by[i] = b
+        scores[filled] = values
         return scores, scored_by
 
     def judge(self, rows: Sequence[Row]) -> list[Verdict]:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from safedose.judges._agreement import agreement, auc
-from safedose.judges._base import Judge, Row, Verdict, is_blank, register_judge
-from safedose.judges._crossfit import CrossFitted, choose_by_inner_cv, cross_fit, prompt_key
+from safedose.judges._base import Judge, Row, Verdict, register_judge
+from safedose.judges._crossfit import CrossFitted, choose_by_inner_cv, cross_fit, prompt_key, score_answers
 from safedose.judges._features import fitted_once, lexical_features
 from safedose.judges._store import load_or_build
 
@@ -78,17 +78,10 @@ class ModerationJudge:
         self.models: CrossFitted = load_or_build(self.name, self.revision, self.sources, build)
 
     def judge(self, rows: Sequence[Row]) -> list[Verdict]:
+        filled, values, scored_by = score_answers(self.models, rows, probabilities, by="response")
         probs = np.zeros((len(rows), len(CODES)))
-        filled = [i for i, r in enumerate(rows) if not is_blank(r["response"])]
-        scored_by: list[str | None] = [None] * len(rows)
         if filled:
-            responses = [str(rows[i]["response"]) for i in filled]
-            values, assigned = self.models.apply(
-                responses, lambda m, idx: probabilities(m, [responses[j] for j in idx])
-            )
             probs[filled] = values
-            for i, b in zip(filled, assigned, strict=True):
-                scored_by[i] = b
         verdicts = []
         for p, by in zip(probs, scored_by, strict=True):
             score = float(p.max())
