@@ -26,7 +26,7 @@ def _fitter(pool: Sequence[Labelled]) -> Any:
 
     def fit(rows: np.ndarray, c: float) -> dict[str, Any]:
         vectoriser, x = features(rows)
-        return {"features": vectoriser, "classifier": LogisticRegression(C=c, max_iter=5000).fit(x, y[rows])}
+        return {"features": vectoriser, "classifier": LogisticRegression(C=c, solver="liblinear").fit(x, y[rows])}
 
     return fit
 

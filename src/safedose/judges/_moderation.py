@@ -35,7 +35,7 @@ def _fitter(texts: Sequence[str], y: np.ndarray) -> Any:
 
     def fit(rows: np.ndarray, c: float) -> dict[str, Any]:
         features, x = fitted(rows)
-        heads = [LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(x, y[rows, k])
+        heads = [LogisticRegression(C=c, class_weight="balanced", solver="liblinear").fit(x, y[rows, k])
                  if 0 < y[rows, k].sum() < len(rows) else None for k in range(len(CODES))]  # fmt: skip
         return {"features": features, "heads": heads}
 
