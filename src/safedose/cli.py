@@ -120,6 +120,30 @@ def _ints(text: str) -> list[int]:
         raise SafedoseError(f"--n expects comma-separated integers, got {text!r}") from None
 
 
+@data_app.command("build-safety")
+def data_build_safety(
+    prompts: list[str] = typer.Option(..., help="Prompt sources: registered sets, files, hf:<id>, hh-rlhf-harmless."),
+    responder: str = typer.Option(..., help="Responder; today only preference:hh-rlhf-harmless."),
+    out: Path = typer.Option(..., help="Output JSONL (instruction/input/output)."),
+    n: int | None = typer.Option(None, "--n", help="Ask at most this many prompts."),
+    min_chars: int = typer.Option(20, help="Drop shorter answers."),
+    max_chars: int = typer.Option(2000, help="Drop longer answers."),
+    allow_partial: bool = typer.Option(False, help="Also keep answers the refusal judge labels partial."),
+    max_harm: float = typer.Option(0.5, help="Keep answers whose harm score is below this."),
+    system: str | None = typer.Option(None, help="System prompt (not supported by preference: responders)."),
+) -> None:
+    """Build safety demonstrations from harmful prompts, a responder and a judge filter."""
+    from safedose.data import build_safety
+    from safedose.data._build_safety import datasheet_path
+
+    sheet = build_safety(
+        prompts=prompts, responder=responder, out=out, n=n, min_chars=min_chars, max_chars=max_chars,
+        allow_partial=allow_partial, max_harm=max_harm, system=system,
+    )  # fmt: skip
+    console.print(f"wrote {escape(str(out))}: {escape(json.dumps(sheet['counts']))}")
+    console.print(f"dropped: {escape(json.dumps(sheet['dropped']))}; datasheet: {escape(str(datasheet_path(out)))}")
+
+
 @data_app.command("mix")
 def data_mix(
     base: str = typer.Option(..., help="Base pool: a registered name, a file, or hf:<id>."),

@@ -1,5 +1,6 @@
 """Datasets: the registry, loaders for the upstream formats, exact-N mixing and fetching."""
 
+from safedose.data._build_safety import build_safety
 from safedose.data._catalog import CATALOG_VERSION, DATASETS, DataFile, DatasetSpec, Resolution, resolve
 from safedose.data._fetch import fetch
 from safedose.data._mix import FORMATS, MixResult, default_contamination_sets, mix, test_file, train_file, val_file
@@ -20,6 +21,7 @@ __all__ = [
     "Kind",
     "MixResult",
     "Resolution",
+    "build_safety",
     "default_contamination_sets",
     "fetch",
     "load_any",

@@ -1,0 +1,217 @@
+"""Build safety demonstrations: harmful prompts -> responder answers -> judge filter -> instruction JSONL.
+
+The responder is `preference:hh-rlhf-harmless`: the chosen (less harmful) reply to the last human turn of each
+hh-rlhf harmless conversation, offline. Other responder specs are an error.
+
+The English check is cheap: an answer counts as English when at least `MIN_ASCII_LETTER_SHARE` of its letters
+are ASCII letters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from safedose.data._mix import default_contamination_sets
+from safedose.data._overlap import ContaminationIndex, ngrams, normalize
+from safedose.data._sources import load_eval_prompts
+from safedose.errors import SafedoseError
+from safedose.files import sha256_file, write_json, write_jsonl
+
+HH_HARMLESS = "hh-rlhf-harmless"
+PREFERENCE_PREFIX = "preference:"
+MIN_ASCII_LETTER_SHARE = 0.8
+NEAR_DUPLICATE_THRESHOLD = 0.6  # the contamination rule's share of shared word 5-grams
+
+
+def datasheet_path(out: Path) -> Path:
+    return out.with_name(out.name + ".datasheet.json")
+
+
+def is_english(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(c.isascii() for c in letters) / len(letters) >= MIN_ASCII_LETTER_SHARE
+
+
+def _read_prompts(source: str) -> list[str]:
+    if source == HH_HARMLESS:
+        from safedose.judges._data import hh_pairs
+
+        return [p for p, _, _ in hh_pairs()]
+    return [p.prompt for p in load_eval_prompts(source)]
+
+
+def _source_info(source: str) -> dict[str, Any]:
+    path = Path(source).expanduser()
+    if path.is_file():
+        return {"name": path.name, "sha256": sha256_file(path)}
+    return {"name": source}
+
+
+def _dedup(prompts: list[str]) -> tuple[list[str], Counter[str]]:
+    """Exact (normalised) and near-duplicate removal; near = the contamination check's 5-gram share rule."""
+    kept: list[str] = []
+    dropped: Counter[str] = Counter()
+    seen: set[str] = set()
+    by_gram: dict[tuple[str, ...], set[int]] = {}
+    sizes: list[int] = []
+    for p in prompts:
+        words = normalize(p).split()
+        key = " ".join(words)
+        if not key:
+            dropped["empty_prompt"] += 1
+            continue
+        if key in seen:
+            dropped["exact_duplicate"] += 1
+            continue
+        grams = ngrams(words)
+        shared: Counter[int] = Counter()
+        for g in grams:
+            shared.update(by_gram.get(g, ()))
+        if any(n / sizes[i] >= NEAR_DUPLICATE_THRESHOLD for i, n in shared.items()):
+            dropped["near_duplicate"] += 1
+            continue
+        seen.add(key)
+        if grams:
+            idx = len(sizes)
+            sizes.append(len(grams))
+            for g in grams:
+                by_gram.setdefault(g, set()).add(idx)
+        kept.append(p)
+    return kept, dropped
+
+
+def _preference_answers(name: str) -> dict[str, str]:
+    if name != HH_HARMLESS:
+        raise SafedoseError(f"responder preference:{name}: only preference:{HH_HARMLESS} is available")
+    from safedose.judges._data import hh_pairs
+
+    answers: dict[str, str] = {}
+    for prompt, chosen, _ in hh_pairs():
+        answers.setdefault(normalize(prompt), chosen)
+    return answers
+
+
+def build_safety(
+    *,
+    prompts: list[str],
+    responder: str,
+    out: Path,
+    n: int | None = None,
+    min_chars: int = 20,
+    max_chars: int = 2000,
+    allow_partial: bool = False,
+    max_harm: float = 0.5,
+    system: str | None = None,
+    eval_sets: list[str] | None = None,
+    refusal_judge: str = "refusal",
+    harm_judge: str = "harm",
+) -> dict[str, Any]:
+    """Build the JSONL at `out` and its datasheet beside it; returns the datasheet."""
+    from safedose.cache import Cache
+    from safedose.judges import get_judge, judge_id, judge_rows
+
+    start = time.monotonic()
+    out = Path(out)
+    if not responder.startswith(PREFERENCE_PREFIX):
+        raise SafedoseError(f"responder {responder!r}: only preference:{HH_HARMLESS} is implemented")
+    if system is not None:
+        raise SafedoseError(f"responder {responder}: --system is not supported (answers are fixed)")
+    read: list[str] = []
+    for source in prompts:
+        got = _read_prompts(source)
+        if not any(p.strip() for p in got):
+            raise SafedoseError(f"{source}: no usable prompts")
+        read.extend(got)
+    unique, dup_drops = _dedup(read)
+    eval_sets = eval_sets or default_contamination_sets()
+    index = ContaminationIndex(p for name in eval_sets for p in load_eval_prompts(name))
+    clean: list[str] = []
+    contaminated: Counter[str] = Counter()
+    for p in unique:
+        hit = index.match(p)
+        if hit is None:
+            clean.append(p)
+        else:
+            contaminated[hit] += 1
+    if n is not None:
+        clean = clean[:n]
+    if not clean:
+        raise SafedoseError("build-safety: no prompts left after de-duplication and decontamination")
+
+    cache = out.with_name(out.name + ".cache.sqlite")
+    answers = _preference_answers(responder[len(PREFERENCE_PREFIX) :])
+    drops: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    for p in clean:
+        answer = answers.get(normalize(p), "").strip()
+        if not answer:
+            drops["no_answer"] += 1
+        elif len(answer) < min_chars:
+            drops["too_short"] += 1
+        elif len(answer) > max_chars:
+            drops["too_long"] += 1
+        elif not is_english(answer):
+            drops["not_english"] += 1
+        else:
+            rows.append({"prompt": p, "response": answer})
+    answered = len(clean) - drops["no_answer"]
+    if not rows:
+        raise SafedoseError(f"build-safety: responder {responder} gave no usable answers")
+
+    refusal, harm = get_judge(refusal_judge), get_judge(harm_judge)
+    allowed = {"refusal", "partial"} if allow_partial else {"refusal"}
+    kept: list[dict[str, str]] = []
+    with Cache(cache) as store:
+        labelled = judge_rows(refusal, rows, cache=store)
+        scored = judge_rows(harm, rows, cache=store)
+    for row, lab, sc in zip(rows, labelled, scored, strict=True):
+        if lab.get("label") not in allowed:
+            drops[f"judged_{lab.get('label')}"] += 1
+        elif sc.get("score") is None or float(sc["score"]) >= max_harm:
+            drops["harmful"] += 1
+        else:
+            kept.append({"instruction": row["prompt"], "input": "", "output": row["response"]})
+    if not kept:
+        raise SafedoseError(f"build-safety: the filter kept nothing of {len(rows)} answers ({dict(drops)})")
+
+    write_jsonl(out, kept)
+    sheet = {
+        "sources": [_source_info(s) for s in prompts],
+        "counts": {
+            "prompts_read": len(read),
+            "after_dedup": len(unique),
+            "after_decontamination": len(unique) - sum(contaminated.values()),
+            "asked": len(clean),
+            "answered": answered,
+            "kept": len(kept),
+        },
+        "dropped": {
+            "dedup": dict(dup_drops),
+            "contamination": dict(contaminated),
+            "limit_n": len(unique) - sum(contaminated.values()) - len(clean),
+            "filter": dict(drops),
+        },
+        "responder": {
+            "spec": responder,
+            "system": system,
+        },
+        "judges": {"refusal": judge_id(refusal), "harm": judge_id(harm)},
+        "filter": {
+            "allowed_labels": sorted(allowed),
+            "max_harm": max_harm,
+            "min_chars": min_chars,
+            "max_chars": max_chars,
+            "min_ascii_letter_share": MIN_ASCII_LETTER_SHARE,
+        },
+        "eval_sets": eval_sets,
+        "output_sha256": sha256_file(out),
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    write_json(datasheet_path(out), sheet)
+    return sheet
+
+
+__all__ = ["build_safety", "datasheet_path", "is_english"]
