@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,3 +130,36 @@ def serve_process(model: Path, *args: str) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+Reply = tuple[int, dict[str, Any]]
+
+
+@contextlib.contextmanager
+def json_endpoint(respond: Callable[[str, dict[str, Any]], Reply]) -> Iterator[str]:
+    """A loopback HTTP server answering each POST with `respond(path, json_body)` -> (status, json); yields the base
+    URL `http://127.0.0.1:PORT/v1` (a fake OpenAI-compatible endpoint, with `retry-after: 0` on errors)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            status, data = respond(self.path, body)
+            payload = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.send_header("retry-after", "0")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,11 +5,10 @@ as the judge."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,36 +24,21 @@ from safedose.capability._winrate import (
     win_rate,
 )
 from safedose.errors import SafedoseError
-from tests.conftest import serve_process
+from tests.conftest import json_endpoint, serve_process
 
 
 @contextmanager
-def fake_judge(verdict: object) -> Iterator[tuple[str, list[str]]]:
+def fake_judge(verdict: Callable[[str], str]) -> Iterator[tuple[str, list[str]]]:
     """An OpenAI-compatible endpoint whose answer is `verdict(user message)`; yields its URL and the prompts seen."""
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            user = str(body["messages"][-1]["content"])
-            seen.append(user)
-            payload = json.dumps({"choices": [{"message": {"content": verdict(user)}}]}).encode()  # type: ignore[operator]
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        user = str(body["messages"][-1]["content"])
+        seen.append(user)
+        return 200, {"choices": [{"message": {"content": verdict(user)}}]}
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_endpoint(respond) as url:
+        yield url, seen
 
 
 def prefers_best(user: str) -> str:

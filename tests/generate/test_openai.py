@@ -1,15 +1,14 @@
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import eval_file
+from tests.conftest import eval_file, json_endpoint
 
 
 @dataclass
@@ -27,37 +26,18 @@ def fake_openai() -> Iterator[Fake]:
     """A local OpenAI-compatible /v1/chat/completions that answers `answer: PROMPT`, unless told to fail."""
     fake = Fake()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            prompt = str(body["messages"][-1]["content"])
-            code = fake.status if prompt == fake.fail else 200
-            fake.seen.append((prompt, code))
-            if code == 200:
-                message = {"role": "assistant", "content": f"answer: {prompt}"}
-                data: dict[str, object] = {"choices": [{"message": message}], "usage": {"completion_tokens": 2}}
-            else:
-                data = {"error": {"message": f"cannot answer {prompt!r}"}}
-            payload = json.dumps(data).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.send_header("retry-after", "0")
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        prompt = str(body["messages"][-1]["content"])
+        code = fake.status if prompt == fake.fail else 200
+        fake.seen.append((prompt, code))
+        if code != 200:
+            return code, {"error": {"message": f"cannot answer {prompt!r}"}}
+        message = {"role": "assistant", "content": f"answer: {prompt}"}
+        return 200, {"choices": [{"message": message}], "usage": {"completion_tokens": 2}}
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with json_endpoint(respond) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _cached(path: Path) -> int:

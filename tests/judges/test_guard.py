@@ -2,11 +2,9 @@
 `safedose.generate` (a tiny random model, a fake OpenAI-compatible server, SmolLM2 as a stand-in guard)."""
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from safedose.judges._guard import (
     with_one_bos,
 )
 from safedose.templates import render_prompt
+from tests.conftest import json_endpoint
 
 # One example row and what each preset must send for it, written out in full: a change to a preset fails here.
 # Sources: docs/judges.md, "Guard models and StrongREJECT".
@@ -416,33 +415,16 @@ def fake_server() -> Iterator[Fake]:
     """An OpenAI-compatible endpoint: /completions answers like Llama Guard, /chat/completions like the rubric."""
     fake = Fake()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            fake.bodies.append((self.path, body))
-            if self.path.endswith("/chat/completions"):
-                text = "#overall_reasoning x\n#scores\n1.a a\n1.b 0\n2.a b\n2.b 5\n3.a c\n3.b 4"
-                choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
-            else:
-                choice = {"text": "\n\nunsafe\nS1,S10"}
-            payload = json.dumps({"choices": [choice]}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        fake.bodies.append((path, body))
+        if path.endswith("/chat/completions"):
+            text = "#overall_reasoning x\n#scores\n1.a a\n1.b 0\n2.a b\n2.b 5\n3.a c\n3.b 4"
+            return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}
+        return 200, {"choices": [{"text": "\n\nunsafe\nS1,S10"}]}
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with json_endpoint(respond) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_openai_backend_sends_raw_completions_and_rubric_chats(tmp_path: Path) -> None:
