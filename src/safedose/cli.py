@@ -247,6 +247,7 @@ def generate_command(
     stop: list[str] | None = typer.Option(None, "--stop", help="Stop string; repeatable."),
     dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
     batch_size: int = typer.Option(64, help="First batch size tried (halved when memory runs out)."),
+    merge_adapters: str = typer.Option("auto", help="hf: merge adapters in the weights: auto (fp32), always, never."),
     cache: Path | None = typer.Option(None, help="SQLite cache (default: cache.sqlite beside --out)."),
     base_url: str | None = typer.Option(None, help="openai backend: endpoint (default $OPENAI_BASE_URL)."),
     mode: str = typer.Option("chat", help="openai backend: chat or completions."),
@@ -259,7 +260,8 @@ def generate_command(
 
     decoding = parse_decoding(
         {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": sample, "temperature": temperature,
-         "top_p": top_p, "seed": seed, "stop": tuple(stop or ()), "dtype": dtype, "batch_size": batch_size},
+         "top_p": top_p, "seed": seed, "stop": tuple(stop or ()), "dtype": dtype, "batch_size": batch_size,
+         "merge_adapters": merge_adapters},
     )  # fmt: skip
     prompts = [p for name in eval_set for p in sample_prompts(load_eval_prompts(name), limit, seed=limit_seed)]
     if mode not in ("chat", "completions"):
