@@ -123,25 +123,59 @@ def _ints(text: str) -> list[int]:
 @data_app.command("build-safety")
 def data_build_safety(
     prompts: list[str] = typer.Option(..., help="Prompt sources: registered sets, files, hf:<id>, hh-rlhf-harmless."),
-    responder: str = typer.Option(..., help="Responder; today only preference:hh-rlhf-harmless."),
+    responder: str = typer.Option(..., help="openai:MODEL, hf:MODEL[+ADAPTER_DIR] or preference:hh-rlhf-harmless."),
     out: Path = typer.Option(..., help="Output JSONL (instruction/input/output)."),
     n: int | None = typer.Option(None, "--n", help="Ask at most this many prompts."),
     min_chars: int = typer.Option(20, help="Drop shorter answers."),
     max_chars: int = typer.Option(2000, help="Drop longer answers."),
-    allow_partial: bool = typer.Option(False, help="Also keep answers the refusal judge labels partial."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", "--keep-partial", help="Also keep answers the refusal judge labels partial."
+    ),
     max_harm: float = typer.Option(0.5, help="Keep answers whose harm score is below this."),
-    system: str | None = typer.Option(None, help="System prompt (not supported by preference: responders)."),
+    system: str | None = typer.Option(None, help="System prompt for openai: and hf: responders."),
+    base_url: str | None = typer.Option(None, help="openai: endpoint (default $OPENAI_BASE_URL)."),
+    concurrency: int = typer.Option(4, help="openai: requests in flight."),
+    cache: Path | None = typer.Option(None, help="SQLite cache of answers and verdicts (default OUT.cache.sqlite)."),
+    max_new_tokens: int = typer.Option(512, help="openai: and hf: longest answer in tokens."),
+    dtype: str = typer.Option("auto", help="hf: auto, fp32, bf16 or fp16."),
+    eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
 ) -> None:
-    """Build safety demonstrations from harmful prompts, a responder and a judge filter."""
+    """Build safety demonstrations from harmful prompts, a responder and a judge filter; a rerun asks nothing twice."""
     from safedose.data import build_safety
     from safedose.data._build_safety import datasheet_path
+    from safedose.generate import parse_decoding
 
+    decoding = parse_decoding({"max_new_tokens": max_new_tokens, "dtype": dtype}, source="build-safety")
     sheet = build_safety(
         prompts=prompts, responder=responder, out=out, n=n, min_chars=min_chars, max_chars=max_chars,
-        allow_partial=allow_partial, max_harm=max_harm, system=system,
+        allow_partial=allow_partial, max_harm=max_harm, system=system, eval_sets=eval_set or None, cache=cache,
+        decoding=decoding, base_url=base_url, concurrency=concurrency, progress=True,
     )  # fmt: skip
-    console.print(f"wrote {escape(str(out))}: {escape(json.dumps(sheet['counts']))}")
-    console.print(f"dropped: {escape(json.dumps(sheet['dropped']))}; datasheet: {escape(str(datasheet_path(out)))}")
+    console.print(f"wrote {escape(str(out))}: {escape(json.dumps(sheet['counts']))}", soft_wrap=True)
+    console.print(f"dropped: {escape(json.dumps(sheet['dropped']))}; datasheet: {escape(str(datasheet_path(out)))}",
+                  soft_wrap=True)  # fmt: skip
+
+
+@data_app.command("convert-format")
+def data_convert_format(
+    source: str = typer.Argument(..., help="Prompts or instruction rows: a registered set, a file or hf:<id>."),
+    to: str = typer.Option(..., help="Target form: question or instruction."),
+    responder: str = typer.Option(..., help="openai:MODEL or hf:MODEL[+ADAPTER_DIR]: the model that rewrites."),
+    out: Path = typer.Option(..., help="Output JSONL (instruction/input/output, ids kept)."),
+    base_url: str | None = typer.Option(None, help="openai: endpoint (default $OPENAI_BASE_URL)."),
+    concurrency: int = typer.Option(4, help="openai: requests in flight."),
+    cache: Path | None = typer.Option(None, help="SQLite cache of the rewrites (default OUT.cache.sqlite)."),
+    dtype: str = typer.Option("auto", help="hf: auto, fp32, bf16 or fp16."),
+) -> None:
+    """Rewrite prompts between instruction and question form; every rewrite is checked, failures retried or dropped."""
+    from safedose.data import convert_file
+    from safedose.data._formats import datasheet_path, rewrite_decoding
+
+    sheet = convert_file(source, to=to, responder=responder, out=out, cache=cache, base_url=base_url,
+                         concurrency=concurrency, decoding=rewrite_decoding(dtype=dtype), progress=True)  # fmt: skip
+    console.print(f"wrote {escape(str(out))}: {escape(json.dumps(sheet['counts']))}", soft_wrap=True)
+    console.print(f"dropped: {escape(json.dumps(sheet['dropped']))}; datasheet: {escape(str(datasheet_path(out)))}",
+                  soft_wrap=True)  # fmt: skip
 
 
 @data_app.command("mix")
@@ -151,7 +185,9 @@ def data_mix(
     safety: str = typer.Option("saferpaca-safety", help="Safety pool: a registered name, a file, or hf:<id>."),
     n: str = typer.Option(..., "--n", help="Doses, comma-separated, e.g. 0,100,500."),
     out: Path = typer.Option(..., help="Output directory."),
-    format: str = typer.Option("instruction", help="Safety data format."),
+    format: str = typer.Option("instruction", help="Safety data format: instruction, question or mixed."),
+    questions: str | None = typer.Option(None, help="Question-form safety prompts by id (from data convert-format)."),
+    format_responder: str | None = typer.Option(None, help="Or a responder that rewrites them (openai:, hf:)."),
     seed: int = typer.Option(0),
     val_size: int = typer.Option(200, help="Validation rows (checkpoint selection), drawn once from the base pool."),
     test_size: int = typer.Option(200, help="Held-out test rows (capability only), drawn once from the base pool."),
@@ -160,8 +196,17 @@ def data_mix(
     eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
 ) -> None:
     """Mix exactly N safety rows into the same base sample for each dose N."""
-    from safedose.data import mix
+    from safedose.data import FormSource, mix
 
+    forms = None
+    if questions is not None and format_responder is not None:
+        raise SafedoseError("give --questions or --format-responder, not both")
+    if questions is not None:
+        forms = FormSource.from_file(questions)
+    elif format_responder is not None:
+        from safedose.data._formats import make_rewriter
+
+        forms = FormSource(responder=make_rewriter(format_responder, cache=out.with_name(out.name + ".formats.sqlite")))
     result = mix(
         base=base,
         base_size=base_size,
@@ -175,6 +220,7 @@ def data_mix(
         max_tokens=max_tokens,
         tokenizer=model,
         eval_sets=eval_set or None,
+        forms=forms,
     )
     for name in result.files:
         console.print(f"wrote {escape(str(result.out / name))}")
@@ -346,9 +392,14 @@ def sweep_command(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. doses=[0,100] train.lr=1e-4"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step, cached or to run, with time estimates."),
     adaptive: bool = typer.Option(False, "--search", help="Choose the doses adaptively to answer the config's target."),
+    device_memory: str | None = typer.Option(
+        None, "--device-memory", help="--dry-run: memory per device, e.g. 80GiB (default: GPU 0's, else the RAM)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="--dry-run: exit with code 2 when a step may not fit."),
 ) -> None:
     """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
     from safedose.sweep import load_sweep_config, plan, search, start_config, sweep
+    from safedose.sweep._memory import print_memory
 
     settings = load_sweep_config(config, overrides)
     if adaptive and not dry_run:
@@ -372,6 +423,7 @@ def sweep_command(
     unknown = sum(1 for s in steps if s.status != "cached" and s.seconds is None)
     rest = f" (+ {unknown} steps not yet measured on this machine)" if unknown else ""
     console.print(f"estimated time: {_duration(sum(known))}{rest}")
+    print_memory(settings, console, device_memory=device_memory, strict=strict)
 
 
 def _duration(seconds: float | None) -> str:

@@ -95,7 +95,9 @@ def test_max_tokens_drops_long_rows(tmp_path: Path, smollm2_dir: Path) -> None:
 
 
 def test_unknown_format_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SafedoseError, match="unknown format 'question'"):
+    with pytest.raises(SafedoseError, match="unknown format 'questions'"):
+        mix(base="alpaca-tiny", base_size=10, safety="saferpaca-safety", doses=[1], out=tmp_path, format="questions")
+    with pytest.raises(SafedoseError, match="format question: question-form safety prompts need a source"):
         mix(base="alpaca-tiny", base_size=10, safety="saferpaca-safety", doses=[1], out=tmp_path, format="question")
 
 

@@ -64,3 +64,53 @@ def test_hub_id_offline_explains_how_to_provide_it(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(SafedoseError, match=r"not available offline .*hf download meta-llama/Llama-2-7b-hf"):
         resolve_model("meta-llama/Llama-2-7b-hf")
+
+
+def _fake_hub_cache(root: Path, repo_id: str, commit: str) -> Path:
+    """The HF cache layout of one snapshot: models--ORG--NAME/{refs/main, snapshots/<commit>/config.json}."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "llama"}')
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_a_hub_model_is_identified_by_its_snapshot_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from huggingface_hub import constants
+
+    import safedose.models._resolve as resolve
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = _fake_hub_cache(tmp_path / "hub", "org/name", commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    found = resolve_model("org/name")
+    assert found.resolve() == snapshot.resolve()
+    assert resolve.local_model_dir("org/name") == found and resolve.local_model_dir("org/other") is None
+
+    def no_rehash(path: Path) -> str:
+        raise AssertionError(f"re-hashed {path}")
+
+    monkeypatch.setattr(resolve, "content_hash", no_rehash)
+    assert model_hash(found) == commit and resolve.snapshot_commit(found) == commit
+    # a local copy of the same files is a local directory: its content hash, as before
+    copy = tmp_path / "copy"
+    shutil.copytree(snapshot, copy)
+    monkeypatch.undo()
+    assert resolve.snapshot_commit(copy) is None and len(model_hash(copy)) == 64
+
+
+def test_local_model_dir_checks_names_without_preparing(tmp_path: Path) -> None:
+    from safedose.models import local_model_dir
+
+    (tmp_path / "config.json").write_text("{}")
+    assert local_model_dir(str(tmp_path)) == tmp_path
+    with pytest.raises(SafedoseError, match="did you mean 'smollm2-135m-instruct'"):
+        local_model_dir("smollm2-135m-instuct")
+    with pytest.raises(SafedoseError, match=r"no config\.json"):
+        local_model_dir(str(tmp_path.parent))

@@ -94,7 +94,7 @@ def test_metrics_json_and_csv(tmp_path: Path) -> None:
     assert set(data) == set(MetricsFile.model_fields) == {
         "definitions", "default_harmful_compliance", "intervals", "trend_model", "seeds", "seed_note", "cells",
         "pooled", "differences", "trend", "capability", "capability_pooled", "headline", "benchmarks", "agreement",
-        "agreement_labels",
+        "agreement_labels", "cross_format",
     }  # fmt: skip
     assert data["default_harmful_compliance"] == "harmful_compliance"
     assert (

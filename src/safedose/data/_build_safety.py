@@ -1,7 +1,7 @@
 """Build safety demonstrations: harmful prompts -> responder answers -> judge filter -> instruction JSONL.
 
-The responder is `preference:hh-rlhf-harmless`: the chosen (less harmful) reply to the last human turn of each
-hh-rlhf harmless conversation, offline. Other responder specs are an error.
+Responders (`safedose.data._responders`): an OpenAI-compatible endpoint, a local model with an optional adapter,
+or the preferred replies of hh-rlhf harmless (offline).
 
 The English check is cheap: an answer counts as English when at least `MIN_ASCII_LETTER_SHARE` of its letters
 are ASCII letters.
@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safedose.data._mix import default_contamination_sets
 from safedose.data._overlap import ContaminationIndex, ngrams, normalize
+from safedose.data._responders import HH_HARMLESS, Responder, make_responder
 from safedose.data._sources import load_eval_prompts
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file, write_json, write_jsonl
 
-HH_HARMLESS = "hh-rlhf-harmless"
+if TYPE_CHECKING:
+    from safedose.generate import Decoding
+
 PREFERENCE_PREFIX = "preference:"
 MIN_ASCII_LETTER_SHARE = 0.8
 NEAR_DUPLICATE_THRESHOLD = 0.6  # the contamination rule's share of shared word 5-grams
@@ -83,21 +87,10 @@ def _dedup(prompts: list[str]) -> tuple[list[str], Counter[str]]:
     return kept, dropped
 
 
-def _preference_answers(name: str) -> dict[str, str]:
-    if name != HH_HARMLESS:
-        raise SafedoseError(f"responder preference:{name}: only preference:{HH_HARMLESS} is available")
-    from safedose.judges._data import hh_pairs
-
-    answers: dict[str, str] = {}
-    for prompt, chosen, _ in hh_pairs():
-        answers.setdefault(normalize(prompt), chosen)
-    return answers
-
-
 def build_safety(
     *,
     prompts: list[str],
-    responder: str,
+    responder: str | Responder,
     out: Path,
     n: int | None = None,
     min_chars: int = 20,
@@ -108,23 +101,36 @@ def build_safety(
     eval_sets: list[str] | None = None,
     refusal_judge: str = "refusal",
     harm_judge: str = "harm",
+    cache: Path | None = None,
+    decoding: Decoding | None = None,
+    base_url: str | None = None,
+    concurrency: int = 4,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Build the JSONL at `out` and its datasheet beside it; returns the datasheet."""
+    """Build the JSONL at `out` and its datasheet beside it; returns the datasheet.
+
+    `responder` is a spec (`openai:MODEL`, `hf:MODEL[+ADAPTER_DIR]`, `preference:hh-rlhf-harmless`; see
+    `make_responder`) or a Responder. Generations and verdicts are cached in `cache` (default `<out>.cache.sqlite`),
+    so a rerun asks and judges nothing twice."""
     from safedose.cache import Cache
     from safedose.judges import get_judge, judge_id, judge_rows
 
     start = time.monotonic()
     out = Path(out)
-    if not responder.startswith(PREFERENCE_PREFIX):
-        raise SafedoseError(f"responder {responder!r}: only preference:{HH_HARMLESS} is implemented")
-    if system is not None:
-        raise SafedoseError(f"responder {responder}: --system is not supported (answers are fixed)")
+    cache = Path(cache) if cache is not None else out.with_name(out.name + ".cache.sqlite")
+    if isinstance(responder, str):
+        responder = make_responder(responder, system=system, decoding=decoding, cache=cache, base_url=base_url,
+                                   concurrency=concurrency, progress=progress)  # fmt: skip
+        system = None  # the responder's own default now
+    spec = responder.spec
     read: list[str] = []
+    per_source: list[dict[str, Any]] = []
     for source in prompts:
         got = _read_prompts(source)
         if not any(p.strip() for p in got):
-            raise SafedoseError(f"{source}: no usable prompts")
+            raise SafedoseError(f"{source}: no usable prompts (read {len(got)} records, none with text)")
         read.extend(got)
+        per_source.append({**_source_info(source), "prompts": len(got)})
     unique, dup_drops = _dedup(read)
     eval_sets = eval_sets or default_contamination_sets()
     index = ContaminationIndex(p for name in eval_sets for p in load_eval_prompts(name))
@@ -136,19 +142,27 @@ def build_safety(
             clean.append(p)
         else:
             contaminated[hit] += 1
+    after_decontamination = len(clean)
     if n is not None:
         clean = clean[:n]
     if not clean:
-        raise SafedoseError("build-safety: no prompts left after de-duplication and decontamination")
+        raise SafedoseError(
+            f"{', '.join(prompts)}: no prompts left after de-duplication ({dict(dup_drops)}) and decontamination "
+            f"({dict(contaminated)})"
+        )
 
-    cache = out.with_name(out.name + ".cache.sqlite")
-    answers = _preference_answers(responder[len(PREFERENCE_PREFIX) :])
+    answers = responder.respond(clean, system=system) if system is not None else responder.respond(clean)
+    if len(answers) != len(clean):
+        raise SafedoseError(f"responder {spec}: {len(answers)} answers to {len(clean)} prompts")
+    missing = "no_answer" if spec.startswith(PREFERENCE_PREFIX) else "responder_error"
     drops: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for p in clean:
-        answer = answers.get(normalize(p), "").strip()
-        if not answer:
-            drops["no_answer"] += 1
+    for p, reply in zip(clean, answers, strict=True):
+        answer = (reply or "").strip()
+        if reply is None:
+            drops[missing] += 1
+        elif not answer:
+            drops["empty"] += 1
         elif len(answer) < min_chars:
             drops["too_short"] += 1
         elif len(answer) > max_chars:
@@ -157,20 +171,24 @@ def build_safety(
             drops["not_english"] += 1
         else:
             rows.append({"prompt": p, "response": answer})
-    answered = len(clean) - drops["no_answer"]
+    answered = len(clean) - drops[missing]
     if not rows:
-        raise SafedoseError(f"build-safety: responder {responder} gave no usable answers")
+        raise SafedoseError(f"build-safety: responder {spec} gave no usable answers to {len(clean)} prompts "
+                            f"({dict(drops)})")  # fmt: skip
 
     refusal, harm = get_judge(refusal_judge), get_judge(harm_judge)
     allowed = {"refusal", "partial"} if allow_partial else {"refusal"}
     kept: list[dict[str, str]] = []
+    refusals = 0
     with Cache(cache) as store:
         labelled = judge_rows(refusal, rows, cache=store)
         scored = judge_rows(harm, rows, cache=store)
     for row, lab, sc in zip(rows, labelled, scored, strict=True):
         if lab.get("label") not in allowed:
             drops[f"judged_{lab.get('label')}"] += 1
-        elif sc.get("score") is None or float(sc["score"]) >= max_harm:
+            continue
+        refusals += 1
+        if sc.get("score") is None or float(sc["score"]) >= max_harm:
             drops["harmful"] += 1
         else:
             kept.append({"instruction": row["prompt"], "input": "", "output": row["response"]})
@@ -179,25 +197,25 @@ def build_safety(
 
     write_jsonl(out, kept)
     sheet = {
-        "sources": [_source_info(s) for s in prompts],
+        "sources": per_source,
         "counts": {
             "prompts_read": len(read),
             "after_dedup": len(unique),
-            "after_decontamination": len(unique) - sum(contaminated.values()),
+            "after_decontamination": after_decontamination,
             "asked": len(clean),
             "answered": answered,
+            "passed_checks": len(rows),
+            "refusals": refusals,
             "kept": len(kept),
         },
         "dropped": {
             "dedup": dict(dup_drops),
             "contamination": dict(contaminated),
-            "limit_n": len(unique) - sum(contaminated.values()) - len(clean),
+            "limit_n": after_decontamination - len(clean),
             "filter": dict(drops),
         },
-        "responder": {
-            "spec": responder,
-            "system": system,
-        },
+        "responder": responder.identity(),
+        "responder_errors": list(getattr(responder, "errors", []))[:5],
         "judges": {"refusal": judge_id(refusal), "harm": judge_id(harm)},
         "filter": {
             "allowed_labels": sorted(allowed),
@@ -207,7 +225,10 @@ def build_safety(
             "min_ascii_letter_share": MIN_ASCII_LETTER_SHARE,
         },
         "eval_sets": eval_sets,
+        "cache": str(cache),
+        "output": out.name,
         "output_sha256": sha256_file(out),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - start, 2),
     }
     write_json(datasheet_path(out), sheet)

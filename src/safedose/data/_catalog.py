@@ -34,6 +34,7 @@ class DatasetSpec:
     files: tuple[DataFile, ...]
     where: dict[str, str] = field(default_factory=dict)
     expected_label: str | None = None
+    form: str | None = None  # eval sets: `instruction` or `question`, the form of its prompts
 
     def paths(self, root: Path) -> list[Path]:
         return [root / f.path for f in self.files]
@@ -64,6 +65,9 @@ def _spec(name: str, entry: dict[str, Any]) -> DatasetSpec:
     kind = entry["kind"]
     if kind not in get_args(Kind):
         raise ValueError(f"catalog.yaml: dataset {name!r} has unknown kind {kind!r}")
+    form = entry.get("form")
+    if form not in (None, "instruction", "question"):
+        raise ValueError(f"catalog.yaml: dataset {name!r} has unknown form {form!r}")
     return DatasetSpec(
         name=name,
         kind=cast(Kind, kind),
@@ -74,6 +78,7 @@ def _spec(name: str, entry: dict[str, Any]) -> DatasetSpec:
         files=tuple(DataFile(**f) for f in entry["files"]),
         where=dict(entry.get("where", {})),
         expected_label=entry.get("expected_label"),
+        form=form,
     )
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safedose.data._catalog import CATALOG_VERSION, DATASETS
 from safedose.data._overlap import (
@@ -16,14 +16,20 @@ from safedose.data._overlap import (
     NGRAM,
     ContaminationIndex,
     dedup,
+    normalize,
+    prompt_text,
 )
 from safedose.data._records import EvalPrompt, InstructionRecord
 from safedose.data._sources import load_eval_prompts, load_instructions
 from safedose.errors import SafedoseError
 from safedose.files import publish_dir, sha256_file, write_json, write_jsonl
 
-FORMATS = ("instruction",)
+if TYPE_CHECKING:
+    from safedose.data._formats import FormSource
+
+FORMATS = ("instruction", "question", "mixed")
 DEFAULT_CONTAMINATION_SETS = "all registered eval-unsafe and eval-safe sets"
+MIXED_ASSIGNMENT = "each consecutive pair of safety rows: one in instruction form, one in question form (seeded)"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ def mix(
     max_tokens: int | None = None,
     tokenizer: str = "smollm2-135m-instruct",
     eval_sets: Sequence[str] | None = None,
+    forms: FormSource | None = None,
 ) -> MixResult:
     """Write `mix-n{N}.train.jsonl` / `.val.jsonl` for every dose N, `base-test.jsonl` and `datasheet.json` to `out`.
 
@@ -76,10 +83,16 @@ def mix(
     `base_size` training rows of every dose and `test_size` test rows (capability only). Safety rows are nested
     across doses, and the same arguments give byte-identical files; adding a dose leaves the others' files as they
     were. `eval_sets` (registered names, files or `hf:` ids) replaces the default contamination sets.
+
+    With `forms` (where question-form prompts come from), the safety rows are the items that have both an instruction
+    and a question form, in the same order for every `format`: `instruction` and `question` use one form throughout,
+    `mixed` half and half (which one, by the seed). Items without a pair are dropped from every format.
     """
     doses = _check_doses(doses)
     if format not in FORMATS:
         raise SafedoseError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if format != "instruction" and forms is None:
+        raise SafedoseError(f"format {format}: question-form safety prompts need a source (a responder or a file)")
     if base_size < 1 or val_size < 0 or test_size < 0:
         raise SafedoseError("--base-size must be at least 1, --val-size and --test-size at least 0")
     if max_tokens is not None and max_tokens < 1:
@@ -114,9 +127,15 @@ def mix(
             f"{base}: --base-size {base_size} + --val-size {val_size} + --test-size {test_size} is larger than "
             f"the base pool ({len(base_rows)} rows after filtering)"
         )
+    forms_sheet: dict[str, Any] | None = None
+    if forms is not None:
+        safety_rows, forms_sheet = _paired(safety_rows, forms, doses[-1], index, seen_prompt, format, seed)
+        dropped["safety"]["no_form_pair"] += sum(forms_sheet["dropped"].values())
     if doses[-1] > len(safety_rows):
+        paired = " with an instruction and a question form" if forms is not None else ""
         raise SafedoseError(
-            f"{safety}: dose {doses[-1]} is larger than the safety pool ({len(safety_rows)} rows after filtering)"
+            f"{safety}: dose {doses[-1]} is larger than the safety pool ({len(safety_rows)} rows{paired} after "
+            "filtering)"
         )
     val_rows = base_rows[:val_size]
     train_base = base_rows[val_size : val_size + base_size]
@@ -136,6 +155,8 @@ def mix(
             "val_rows": len(val_rows),
             "by_source": dict(sorted(Counter(r.source for r in rows).items())),
         }
+        if forms_sheet is not None:
+            per_dose[str(dose)]["safety_by_form"] = dict(sorted(Counter(forms_sheet["forms"][:dose]).items()))
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
     datasheet = {
         "catalog_version": CATALOG_VERSION,
@@ -163,6 +184,8 @@ def mix(
         "per_dose": per_dose,
         "files": files,
     }
+    if forms_sheet is not None:
+        datasheet["formats"] = {k: v for k, v in forms_sheet.items() if k != "forms"}
     write_json(staging / "datasheet.json", datasheet)
     publish_dir(staging, out)
     return MixResult(out=out, files=files, datasheet=datasheet)
@@ -189,6 +212,75 @@ def _shuffled(rows: Sequence[InstructionRecord], seed: int, salt: str) -> list[I
     out = list(rows)
     random.Random(f"{seed}:{salt}").shuffle(out)
     return out
+
+
+def _paired(
+    rows: list[InstructionRecord],
+    forms: FormSource,
+    need: int,
+    index: ContaminationIndex,
+    seen: set[str],
+    format: str,
+    seed: int,
+) -> tuple[list[InstructionRecord], dict[str, Any]]:
+    """The first `need` rows (in order) that have both forms, each in the form `format` gives it; and what happened.
+
+    Rows are paired in rounds of about what is still needed, so only as many are converted as the doses use; each
+    row's result is its own (and cached), so the rows kept for a dose do not depend on the others asked. A rewrite
+    that overlaps an eval prompt or repeats another training prompt drops its row from every format."""
+    kept: list[tuple[InstructionRecord, str, str]] = []
+    dropped: Counter[str] = Counter()
+    contaminated: Counter[str] = Counter()
+    seen_rewrites: set[str] = set()
+    asked = examined = 0
+    while len(kept) < need and asked < len(rows):
+        remaining = need - len(kept)
+        chunk = rows[asked : asked + remaining + remaining // 4 + 4]
+        asked += len(chunk)
+        for record, pair in zip(chunk, forms.pairs(chunk), strict=True):
+            if len(kept) == need:
+                break
+            examined += 1
+            if isinstance(pair, str):
+                dropped[pair] += 1
+                continue
+            new = [prompt_text(record.model_copy(update={"instruction": t})) for t in pair
+                   if normalize(t) != normalize(record.instruction)]  # fmt: skip
+            hit = next((h for t in new if (h := index.match(t))), None)
+            if hit is not None:
+                dropped["contamination_after_rewrite"] += 1
+                contaminated[hit] += 1
+            elif any(normalize(t) in seen or normalize(t) in seen_rewrites for t in new):
+                dropped["duplicate_after_rewrite"] += 1
+            else:
+                seen_rewrites.update(normalize(t) for t in new)
+                kept.append((record, *pair))
+    chosen = [_form_of(format, k, seed) for k in range(len(kept))]
+    out = [r.model_copy(update={"instruction": question if form == "question" else instruction})
+           for (r, instruction, question), form in zip(kept, chosen, strict=True)]  # fmt: skip
+    sheet = {
+        "source": forms.identity(),
+        "asked": min(asked, len(rows)),
+        "examined": examined,
+        "paired": len(kept),
+        "kept_as_is": {
+            "instruction": sum(i == r.instruction.strip() for r, i, _ in kept),
+            "question": sum(q == r.instruction.strip() for r, _, q in kept),
+        },
+        "dropped": dict(sorted(dropped.items())),
+        "contamination_after_rewrite": dict(sorted(contaminated.items())),
+        "mixed_assignment": MIXED_ASSIGNMENT if format == "mixed" else None,
+        "forms": chosen,
+    }
+    return out, sheet
+
+
+def _form_of(format: str, position: int, seed: int) -> str:
+    """The form of the safety row at `position`: `mixed` alternates within each pair of rows, seeded."""
+    if format != "mixed":
+        return format
+    question_first = random.Random(f"{seed}:mixed:{position // 2}").random() < 0.5
+    return "question" if (position % 2 == 0) == question_first else "instruction"
 
 
 def _drop_long(rows: list[InstructionRecord], max_tokens: int, tokenizer: str) -> tuple[list[InstructionRecord], int]:

@@ -9,6 +9,7 @@ from safedose.evaluate._agreement import (
     judge_agreement,
 )
 from safedose.evaluate._capability import mean_token_nll
+from safedose.evaluate._cross_format import CrossFormat, CrossFormatRow, FormatDifferenceRow, cross_format
 from safedose.evaluate._metrics import (
     BINARY_METRICS,
     CONTINUOUS_METRICS,
@@ -51,8 +52,11 @@ __all__ = [
     "REFUSAL_FIELD",
     "TREND_MODEL",
     "AgreementRow",
+    "CrossFormat",
+    "CrossFormatRow",
     "DifferenceRow",
     "Estimate",
+    "FormatDifferenceRow",
     "Interval",
     "MetricRow",
     "PooledRow",
@@ -61,6 +65,7 @@ __all__ = [
     "answer_values",
     "bootstrap_mean",
     "cell_metrics",
+    "cross_format",
     "dose_differences",
     "dose_trend",
     "estimate",

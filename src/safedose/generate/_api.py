@@ -14,7 +14,7 @@ from safedose.errors import SafedoseError
 from safedose.generate._hf import Job, run_hf
 from safedose.generate._openai import OpenAISettings, run_openai
 from safedose.generate._settings import Adapter, Decoding, choose_template, load_adapter_info
-from safedose.generate._vllm import run_vllm
+from safedose.generate._vllm import VllmSettings, run_vllm
 from safedose.templates import render_prompt
 
 Backend = Literal["hf", "vllm", "openai"]
@@ -55,6 +55,7 @@ def generate(
     openai: OpenAISettings | None = None,
     progress: bool = True,
     system: str | None = None,
+    vllm: VllmSettings | None = None,
 ) -> list[Generation]:
     """One row per (variant, prompt), variants in order (base first), prompts in input order.
 
@@ -62,6 +63,7 @@ def generate(
     repeated with the same arguments generates only what is missing. An adapter whose manifest names another
     template or base model than the one used is an error unless `allow_template_mismatch` / `allow_base_mismatch`.
     `system` is a system message for the `openai` backend in chat mode (local backends: render it into the text).
+    `vllm` sets up the vLLM engine (backend `vllm`); `openai.names` maps variants to the endpoint's model names.
     """
     decoding = decoding or Decoding()
     if system is not None and (backend != "openai" or (openai or OpenAISettings()).mode != "chat"):
@@ -111,7 +113,7 @@ def generate(
             run_hf(model_dir, infos, todo, decoding, on_done, add_special_tokens=chosen != "chat", progress=progress)
         elif todo and backend == "vllm":
             assert model_dir is not None
-            run_vllm(model_dir, infos, todo, decoding, on_done)
+            run_vllm(model_dir, infos, todo, decoding, on_done, settings=vllm, add_special_tokens=chosen != "chat")
         elif todo and backend == "openai":
             labels = {j.key: _label(j.variant, p.id) for j, p in zip(jobs, list(prompts) * len(variants), strict=True)}
             run_openai(openai or OpenAISettings(), model, todo, decoding, on_done, progress=progress, labels=labels,

@@ -28,6 +28,10 @@ class OpenAISettings(BaseModel):
     concurrency: int = Field(8, gt=0)
     max_retries: int = Field(5, ge=0)
     timeout_s: float = Field(120.0, gt=0)
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="the request's `model` field per variant (adapter name, or the base model); default: the name",
+    )
 
     def url(self) -> str:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -109,7 +113,8 @@ def run_openai(
     labels: Mapping[str, str] | None = None,
     system: str | None = None,
 ) -> None:
-    """Send every job with bounded concurrency; an adapter is chosen by the request's `model` field.
+    """Send every job with bounded concurrency; an adapter is chosen by the request's `model` field (its name, or
+    `settings.names[name]`; the base model likewise).
 
     `system` (chat mode only) goes before every prompt as a system message.
 
@@ -126,7 +131,8 @@ def run_openai(
     def one(client: httpx.Client, job: Job) -> dict[str, Any]:
         data = post_json(
             client, settings, path,
-            completion_body(job.variant or model, job.text, decoding, settings.mode, system=system),
+            completion_body(settings.names.get(job.variant or model, job.variant or model), job.text, decoding,
+                            settings.mode, system=system),
         )  # fmt: skip
         try:
             choice = data["choices"][0]

@@ -1,15 +1,17 @@
 """Models: the embedded default, and resolution of names, paths and HF ids to local directories."""
 
 from safedose.models._embedded import EMBEDDED, EmbeddedModel, gguf_path, is_prepared, prepare, prepared_dir
-from safedose.models._resolve import model_hash, resolve_model
+from safedose.models._resolve import local_model_dir, model_hash, resolve_model, snapshot_commit
 
 __all__ = [
     "EMBEDDED",
     "EmbeddedModel",
     "gguf_path",
     "is_prepared",
+    "local_model_dir",
     "model_hash",
     "prepare",
     "prepared_dir",
     "resolve_model",
+    "snapshot_commit",
 ]

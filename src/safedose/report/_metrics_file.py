@@ -23,11 +23,13 @@ from safedose.evaluate import (
     INTERVALS,
     TREND_MODEL,
     AgreementRow,
+    CrossFormat,
     DifferenceRow,
     MetricRow,
     PooledRow,
     TrendRow,
     cell_metrics,
+    cross_format,
     dose_differences,
     dose_trend,
     judge_agreement,
@@ -63,6 +65,9 @@ class MetricsFile(BaseModel):
     agreement: list[AgreementRow] = Field(default_factory=list, description="judges against each other, per variant")
     agreement_labels: dict[str, dict[str, dict[str, bool]]] = Field(
         default_factory=dict, description="per question and judge role: label -> yes / no"
+    )
+    cross_format: CrossFormat | None = Field(
+        None, description="harmful compliance on instruction- and question-form harm sets per training format and dose"
     )
 
 
@@ -126,6 +131,7 @@ def compute_metrics(
         trend=dose_trend(judged, cells=cells), capability=capability_,
         capability_pooled=pooled_capability(capability_), headline=_headline(rows, benchmarks), benchmarks=benchmarks,
         agreement=judge_agreement(judged, cells=cells), agreement_labels=AGREEMENT_LABELS,
+        cross_format=cross_format(judged, cells=cells),
     )  # fmt: skip
 
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safedose.capability._settings import CapabilitySettings
 from safedose.config import read_config, validate_config
 from safedose.errors import SafedoseError
-from safedose.generate import Decoding
+from safedose.generate import Decoding, OpenAISettings
+from safedose.generate._vllm import VllmSettings
 from safedose.recommend import Target, check_target_sets
 from safedose.train import TrainConfig
 
@@ -83,7 +84,17 @@ class SweepConfig(BaseModel):
     safety: str = "saferpaca-safety"
     doses: list[int] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    formats: list[Literal["instruction"]] = Field(default_factory=lambda: ["instruction"], min_length=1)  # type: ignore[arg-type]
+    formats: list[Literal["instruction", "question", "mixed"]] = Field(
+        default_factory=lambda: ["instruction"],  # type: ignore[arg-type]
+        min_length=1,
+        description="the form of the safety prompts per cell",
+    )
+    format_responder: str | None = Field(
+        None, description="responder that rewrites safety prompts into the other form, e.g. hf:smollm2-135m-instruct"
+    )
+    safety_questions: str | None = Field(
+        None, description="a file of question-form safety prompts by id, e.g. from `safedose data convert-format`"
+    )
     val_size: int = Field(200, gt=0, description="base rows that choose the checkpoint")
     test_size: int = Field(200, gt=0, description="base rows that measure capability (never seen in training)")
     max_tokens: int | None = Field(None, gt=0)
@@ -91,7 +102,14 @@ class SweepConfig(BaseModel):
     eval_sets: EvalSets
     judges: Judges = Field(default_factory=Judges)
     decoding: Decoding = Field(default_factory=Decoding)
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    vllm: VllmSettings = Field(default_factory=VllmSettings, description="the vLLM engine (backend vllm)")
+    openai: OpenAISettings = Field(
+        default_factory=OpenAISettings, description="the endpoint serving the base model and every adapter by name"
+    )
+    model_shape: dict[str, Any] | None = Field(
+        None, description="config.json fields for --dry-run's memory estimate when the model is not local"
+    )
     target: Target | None = Field(None, description="the limits the recommended dose must meet")
     search: Search | None = Field(None, description="settings of `sweep --search`")
 
@@ -101,6 +119,24 @@ class SweepConfig(BaseModel):
         if any(d < 0 for d in doses) or len(set(doses)) != len(doses):
             raise ValueError("doses must be distinct and non-negative")
         return sorted(doses)
+
+    @model_validator(mode="after")
+    def _formats(self) -> SweepConfig:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats: a format is listed twice")
+        if self.format_responder is not None and self.safety_questions is not None:
+            raise ValueError("set format_responder or safety_questions, not both")
+        if set(self.formats) != {"instruction"} and self.format_responder is None and self.safety_questions is None:
+            raise ValueError(
+                "formats question and mixed need question-form safety prompts: set format_responder (a responder "
+                "spec, e.g. hf:smollm2-135m-instruct) or safety_questions (a file)"
+            )
+        return self
+
+    @property
+    def pairs_forms(self) -> bool:
+        """Whether the safety items are paired across forms (then every format, instruction too, uses the pairs)."""
+        return self.format_responder is not None or self.safety_questions is not None
 
     @model_validator(mode="after")
     def _train_settings(self) -> SweepConfig:

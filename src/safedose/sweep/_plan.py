@@ -14,13 +14,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safedose.data import CATALOG_VERSION, DATASETS, default_contamination_sets, resolve, train_file, val_file
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file, write_json
 from safedose.paths import cache_dir, data_root
 from safedose.sweep._config import ROLES, SweepConfig
+
+if TYPE_CHECKING:
+    from safedose.data import FormSource
 
 # Bumped when what mixing does changes (sampling, dedup, contamination rule), not on every release.
 MIX_RECIPE_VERSION = 2
@@ -46,15 +49,25 @@ def cells_of(config: SweepConfig) -> list[Cell]:
 
 
 def check_names(config: SweepConfig) -> None:
-    """Every dataset, eval set, judge and the model resolve (with did-you-mean on a typo), or a one-line error."""
+    """Every dataset, eval set, judge and the model resolve (with did-you-mean on a typo), or a one-line error.
+    Nothing is downloaded or converted here: a hub id need not be in the HF cache yet."""
     from safedose.judges import JUDGES
-    from safedose.models import resolve_model
+    from safedose.models import local_model_dir
 
     for field, name in [("base", config.base), ("safety", config.safety)]:
         _check_source(field, name)
     for role in ("harm", "over_refusal"):
         for name in getattr(config.eval_sets, role):
             _check_source(f"eval_sets.{role}", name)
+    if config.safety_questions is not None:
+        _check_source("safety_questions", config.safety_questions)
+    if config.format_responder is not None:
+        from safedose.data._formats import make_rewriter
+
+        try:
+            make_rewriter(config.format_responder)
+        except SafedoseError as e:
+            raise SafedoseError(f"format_responder: {e}") from None
     if config.eval_sets.capability.references:
         _check_source("eval_sets.capability.references", config.eval_sets.capability.references)
     from safedose.capability._sweep import check_capability
@@ -71,7 +84,7 @@ def check_names(config: SweepConfig) -> None:
             if sep and not arg:
                 raise SafedoseError(f"judges.{role}: {name!r} needs an argument after the colon")
     try:
-        resolve_model(config.model)
+        local_model_dir(config.model)
     except SafedoseError as e:
         raise SafedoseError(f"model: {e}") from None
 
@@ -106,11 +119,29 @@ def contamination_sets(config: SweepConfig) -> list[str]:
     return registered + [s for s in config.eval_sets.all_sets() if s not in registered]
 
 
+def form_source(config: SweepConfig, run: Path | None = None) -> FormSource | None:
+    """Where the safety prompts' question forms come from (None: instruction form only, not paired); a responder
+    caches its rewrites in the run's `data/formats.sqlite`."""
+    from safedose.data import FormSource
+
+    if config.safety_questions is not None:
+        return FormSource.from_file(config.safety_questions)
+    if config.format_responder is None:
+        return None
+    from safedose.data._formats import make_rewriter, rewrite_decoding
+
+    cache = run / "data" / "formats.sqlite" if run is not None else None
+    decoding = rewrite_decoding(dtype=config.decoding.dtype)
+    return FormSource(responder=make_rewriter(config.format_responder, decoding=decoding, cache=cache))
+
+
 def mix_inputs(config: SweepConfig, seed: int, fmt: str) -> dict[str, Any]:
+    """What decides a mix's files. With paired forms, where the forms come from (rewriting version, checks, responder
+    identity or file hash) is part of it; without, the inputs are what they were before formats existed."""
     from safedose.models import model_hash, resolve_model
 
     tokenizer = model_hash(resolve_model(config.model)) if config.max_tokens is not None else None
-    return {
+    inputs = {
         "mix_recipe_version": MIX_RECIPE_VERSION,
         "catalog_version": CATALOG_VERSION,
         "base": source_id(config.base),
@@ -124,6 +155,10 @@ def mix_inputs(config: SweepConfig, seed: int, fmt: str) -> dict[str, Any]:
         "format": fmt,
         "contamination": [source_id(s) for s in contamination_sets(config)],
     }
+    forms = form_source(config)
+    if forms is not None:
+        inputs["forms"] = forms.identity()
+    return inputs
 
 
 def digest(inputs: dict[str, Any]) -> str:
@@ -221,7 +256,13 @@ def plan(config: SweepConfig) -> list[Step]:
         for fmt in config.formats:
             out = mix_dir(run, config, seed, fmt)
             done = mix_complete(out, config.doses)
-            steps.append(Step(f"mix seed {seed} {fmt}", "cached" if done else "run", str(out), None if done else 5.0))
+            detail, estimate = str(out), None if done else 5.0
+            if config.pairs_forms:
+                source = config.format_responder or config.safety_questions
+                cached = " (rewrites cached in data/formats.sqlite)" if config.format_responder else ""
+                detail += f"; safety prompts paired with their question form from {source}{cached}"
+                estimate = None if config.format_responder and not done else estimate
+            steps.append(Step(f"mix seed {seed} {fmt}", "cached" if done else "run", detail, estimate))
     per_row_epoch = measured(timing_key("train", config))
     epochs = config.cell_train_config("-", "-", None, 0).epochs  # type: ignore[arg-type]
     all_trained = True

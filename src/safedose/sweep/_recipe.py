@@ -39,6 +39,7 @@ from safedose.sweep._plan import (
     cells_of,
     check_names,
     contamination_sets,
+    form_source,
     mix_complete,
     mix_dir,
     mix_inputs,
@@ -89,14 +90,17 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     model_dir = resolve_model(config.model)
 
     # 1. Mixes: one nested set of doses per seed and format (exact N; shared train, selection and test base rows).
+    # With paired forms, every format of a seed holds the same safety items, rewritten once (cached).
     mixes: dict[tuple[int, str], dict[str, Any]] = {}
+    forms = form_source(config, run)
     for seed, fmt in groups:
         steps.start(f"mix seed {seed} {fmt}")
         out = mix_dir(run, config, seed, fmt)
         if not mix_complete(out, config.doses):
             mix(base=config.base, base_size=config.base_size, safety=config.safety, doses=config.doses, out=out,
                 seed=seed, val_size=config.val_size, test_size=config.test_size, format=fmt,
-                max_tokens=config.max_tokens, tokenizer=config.model, eval_sets=contamination_sets(config))  # fmt: skip
+                max_tokens=config.max_tokens, tokenizer=config.model, eval_sets=contamination_sets(config),
+                forms=forms)  # fmt: skip
         mixes[(seed, fmt)] = {"dir": str(out.relative_to(run)), "fingerprint_inputs": mix_inputs(config, seed, fmt)}
         steps.finish()
 
@@ -126,11 +130,12 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     template = config.train.get("template", "alpaca")
     started = time.perf_counter()
     rows = generate(config.model, [f"{c.name}={adapters[c]}" for c in cells], prompts, template=template,
-                    decoding=config.decoding, backend=config.backend, cache=cache)  # fmt: skip
+                    decoding=config.decoding, backend=config.backend, cache=cache,
+                    **_backend_settings(config, template))  # fmt: skip
     variants = [(BASE if r.adapter is None else r.adapter, r) for r in rows]
     if template != "chat" and _has_chat_template(model_dir):
         chat = generate(config.model, [], prompts, template="chat", decoding=config.decoding,
-                        backend=config.backend, cache=cache)  # fmt: skip
+                        backend=config.backend, cache=cache, **_backend_settings(config, "chat"))  # fmt: skip
         variants += [(BASE_CHAT, r) for r in chat]
     _record(timing_key("generate", config), started, len(variants))
     steps.finish()
@@ -179,6 +184,14 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     console.print(f"[bold]{escape(metrics['headline'])}[/]")
     console.print(f"report: {escape(str(report))}")
     return SweepResult(run, metrics, report)
+
+
+def _backend_settings(config: SweepConfig, template: str) -> dict[str, Any]:
+    """The generation backend's settings from the config. An endpoint gets chat requests for chat-template prompts
+    (it applies the model's template) and the rendered text as a completion otherwise (the Alpaca template)."""
+    if config.backend == "openai":
+        return {"openai": config.openai.model_copy(update={"mode": "chat" if template == "chat" else "completions"})}
+    return {"vllm": config.vllm} if config.backend == "vllm" else {}
 
 
 def _record(key: str, started: float, units: int) -> None:
@@ -305,7 +318,8 @@ def _benchmarks(config: SweepConfig, cells: list[Cell], adapters: dict[Cell, Pat
     return run_capability(
         settings=config.eval_sets.capability, model=config.model, model_dir=model_dir, base_hash=model_hash(model_dir),
         variants=variants, cells={c.name: (c.dose, c.seed, c.format) for c in cells}, template=template,
-        decoding=config.decoding, backend=config.backend, cache=cache, results_dir=results_dir(run),
+        decoding=config.decoding, backend="hf" if config.backend == "openai" else config.backend, cache=cache,
+        results_dir=results_dir(run),
     )  # fmt: skip
 
 

@@ -13,7 +13,11 @@ from safedose.train._config import TrainConfig
 # Bumped when what training does changes (loss, batching, schedule, checkpoint choice), not on every release.
 RECIPE_VERSION = 2
 # Settings that decide where or how often things are written, never the adapter's weights.
-NOT_DECISIVE = frozenset({"model", "output_dir", "train_file", "val_file", "save_every", "log_every"})
+NOT_DECISIVE = frozenset({"model", "output_dir", "train_file", "val_file", "save_every", "log_every", "log_with"})
+# Settings added after fingerprints existed: in the fingerprint only when they differ from these defaults, so that
+# every fingerprint made before them stays the same. The accelerate config enters by its content's sha256.
+ONLY_WHEN_SET: dict[str, Any] = {"base_dtype": None, "load_in_4bit": False, "gradient_checkpointing": False,
+                                 "accelerate_config": None}  # fmt: skip
 FINGERPRINT_FILE = "fingerprint.json"
 
 
@@ -21,6 +25,11 @@ def fingerprint_inputs(config: TrainConfig, *, base_model_hash: str, mixed_preci
     """Everything that decides the adapter `config` trains, as a flat JSON-able mapping."""
     settings = config.model_dump(mode="json", exclude=set(NOT_DECISIVE))
     settings["dtype"] = mixed_precision  # `auto` resolves per machine; what ran is what counts
+    for key, default in ONLY_WHEN_SET.items():
+        if settings[key] == default:
+            del settings[key]
+    if "accelerate_config" in settings:
+        settings["accelerate_config_sha256"] = sha256_file(Path(settings.pop("accelerate_config")).expanduser())
     return {
         "recipe_version": RECIPE_VERSION,
         "base_model_hash": base_model_hash,

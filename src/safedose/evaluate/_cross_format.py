@@ -1,0 +1,230 @@
+"""The seed paper's cross-format table: harmful compliance on instruction-form and on question-form harm sets for each
+training format and dose, with the intervals of the other tables, and the paired change between training formats.
+
+An eval set's form is the `form` the catalogue declares; a set without one (a file, a set of mixed form) takes the
+form of at least `INFERRED_FORM_SHARE` of its prompts by `safedose.data.detect_form`, else it is left out.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from safedose.evaluate._metrics import (
+    BINARY_METRICS,
+    CONTINUOUS_METRICS,
+    DEFAULT_HARMFUL_COMPLIANCE,
+    Interval,
+    Pairs,
+    _at_least_newcombe,
+    _at_least_wilson,
+    _matrix,
+    _pairs,
+    estimate,
+    hierarchical_bootstrap,
+    newcombe_paired,
+    observations,
+    paired_bootstrap,
+    pooled_name,
+    variants,
+)
+from safedose.run import JudgedAnswer
+
+INFERRED_FORM_SHARE = 0.9
+REFERENCE_FORMAT = "instruction"
+
+
+def all_sets_label(form: str) -> str:
+    """The name of the row pooling every eval set of one form."""
+    return f"all {form}-form sets"
+
+
+class CrossFormatRow(BaseModel):
+    """Harmful compliance of one variant (a cell, a dose pooled over seeds, or the untuned model) on one eval set, or
+    on every set of one form together (`eval_set` = `all <form>-form sets`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variant: str
+    dose: int | None
+    seed: int | None = Field(description="None for the untuned model and for rows pooled over seeds")
+    format: str | None = Field(description="the training format (None: untuned)")
+    form: str = Field(description="the form of the eval set's prompts")
+    eval_set: str
+    sets: list[str]
+    metric: str
+    value: float | None
+    lo: float | None
+    hi: float | None
+    interval: Interval
+    n: int
+    n_unlabelled: int
+    seeds: list[int]
+
+
+class FormatDifferenceRow(BaseModel):
+    """The change from one training format to another at the same dose and seed, on the same prompts (`to` minus
+    `from`); pooled rows average the per-seed changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str
+    dose: int
+    form: str
+    eval_set: str
+    from_format: str
+    to_format: str
+    seeds: list[int]
+    pooled: bool
+    value: float | None
+    lo: float | None
+    hi: float | None
+    interval: Interval
+    n: int = Field(description="paired answers (prompt x seed) with a usable label on both sides")
+    n_unlabelled: int
+
+
+class CrossFormat(BaseModel):
+    """metrics.json `cross_format`: the table's rows and the paired changes between training formats."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str
+    forms: dict[str, str] = Field(description="eval set -> form of its prompts")
+    form_source: dict[str, str] = Field(description="eval set -> `catalog` or `inferred` (from its prompts)")
+    reference_format: str | None
+    rows: list[CrossFormatRow]
+    differences: list[FormatDifferenceRow]
+
+
+def eval_set_forms(answers: Sequence[JudgedAnswer]) -> tuple[dict[str, str], dict[str, str]]:
+    """The form of each unsafe eval set among the answers, and where it came from (catalogue or inferred)."""
+    from safedose.data import DATASETS, detect_form
+    from safedose.data._formats import FORMS
+
+    prompts: dict[str, dict[str, str]] = defaultdict(dict)
+    for a in answers:
+        if a.expected_label == "unsafe":
+            prompts[a.eval_set][a.id] = a.prompt
+    forms: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for name, by_id in sorted(prompts.items()):
+        declared = DATASETS.get(name).form if name in DATASETS else None
+        if declared:
+            forms[name], source[name] = declared, "catalog"
+            continue
+        detected = [detect_form(p) for p in by_id.values()]
+        for form in FORMS:
+            if detected and detected.count(form) >= INFERRED_FORM_SHARE * len(detected):
+                forms[name], source[name] = form, "inferred"
+    return forms, source
+
+
+def cross_format(
+    answers: Sequence[JudgedAnswer],
+    *,
+    cells: Sequence[Mapping[str, Any]] = (),
+    metric: str = DEFAULT_HARMFUL_COMPLIANCE,
+) -> CrossFormat | None:
+    """The cross-format table of `metric` (default: strict harmful compliance), or None when no harm set has a form."""
+    forms, form_source = eval_set_forms(answers)
+    if not forms:
+        return None
+    info = variants(answers, cells)
+    by_form: dict[str, list[str]] = defaultdict(list)
+    for name, form in forms.items():
+        by_form[form].append(name)
+    groups: dict[tuple[str, str, str], dict[str, float | None]] = defaultdict(dict)
+    for o in observations(answers):
+        if o.metric != metric or o.eval_set not in forms:
+            continue
+        form = forms[o.eval_set]
+        key = f"{o.eval_set}\t{o.prompt_id}"
+        groups[(o.variant, form, o.eval_set)][key] = o.value
+        if len(by_form[form]) > 1:
+            groups[(o.variant, form, all_sets_label(form))][key] = o.value
+
+    def sets_of(form: str, group: str) -> list[str]:
+        return sorted(by_form[form]) if group == all_sets_label(form) else [group]
+
+    rows: list[CrossFormatRow] = []
+    for (variant, form, group), values in sorted(groups.items()):
+        v = info[variant]
+        usable = [x for x in values.values() if x is not None]
+        est = estimate(metric, usable)
+        rows.append(CrossFormatRow(
+            variant=variant, dose=v.dose, seed=v.seed, format=v.format, form=form, eval_set=group,
+            sets=sets_of(form, group), metric=metric, value=est.value, lo=est.lo, hi=est.hi, interval=est.interval,
+            n=len(usable), n_unlabelled=len(values) - len(usable), seeds=[] if v.seed is None else [v.seed],
+        ))  # fmt: skip
+
+    tuned: dict[tuple[int, str | None, str, str], dict[int, dict[str, float | None]]] = defaultdict(dict)
+    for (variant, form, group), values in groups.items():
+        v = info[variant]
+        if v.dose is not None and v.seed is not None:
+            tuned[(v.dose, v.format, form, group)][v.seed] = values
+    for (dose, fmt, form, group), by_seed in sorted(tuned.items(), key=lambda kv: str(kv[0])):
+        if len(by_seed) < 2:
+            continue
+        seeds, matrix = _matrix(by_seed)
+        est = hierarchical_bootstrap(matrix)
+        if metric in BINARY_METRICS:
+            est = _at_least_wilson(est, matrix)
+        n = int((~np.isnan(matrix)).sum())
+        rows.append(CrossFormatRow(
+            variant=pooled_name(dose, fmt), dose=dose, seed=None, format=fmt, form=form, eval_set=group,
+            sets=sets_of(form, group), metric=metric, value=est.value, lo=est.lo, hi=est.hi, interval=est.interval,
+            n=n, n_unlabelled=sum(len(p) for p in by_seed.values()) - n, seeds=seeds,
+        ))  # fmt: skip
+
+    formats = sorted({f for (_, f, _, _) in tuned if f is not None})
+    reference = REFERENCE_FORMAT if REFERENCE_FORMAT in formats else (formats[0] if formats else None)
+    differences = _differences(tuned, formats, reference, metric)
+    return CrossFormat(metric=metric, forms=forms, form_source=form_source, reference_format=reference, rows=rows,
+                       differences=differences)  # fmt: skip
+
+
+def _differences(
+    tuned: Mapping[tuple[int, str | None, str, str], Mapping[int, Mapping[str, float | None]]],
+    formats: Sequence[str],
+    reference: str | None,
+    metric: str,
+) -> list[FormatDifferenceRow]:
+    """Each training format against the reference format at the same dose and seed, paired over prompts."""
+    rows: list[FormatDifferenceRow] = []
+    keys = sorted({(dose, form, group) for (dose, _, form, group) in tuned})
+    for to_format in (f for f in formats if f != reference):
+        for dose, form, group in keys:
+            before, after = tuned.get((dose, reference, form, group)), tuned.get((dose, to_format, form, group))
+            if not before or not after:
+                continue
+            per_seed: dict[int, Pairs] = {}
+            for seed in sorted(set(before) & set(after)):
+                pairs = _pairs(before[seed], after[seed])
+                usable = [p for p in pairs.values() if p is not None]
+                xs, ys = [x for x, _ in usable], [y for _, y in usable]
+                est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
+                rows.append(FormatDifferenceRow(
+                    metric=metric, dose=dose, form=form, eval_set=group, from_format=str(reference),
+                    to_format=to_format, seeds=[seed], pooled=False, value=est.value, lo=est.lo, hi=est.hi,
+                    interval=est.interval, n=len(usable), n_unlabelled=len(pairs) - len(usable),
+                ))  # fmt: skip
+                per_seed[seed] = pairs
+            if len(per_seed) >= 2:
+                diffs = {s: {i: None if p is None else p[1] - p[0] for i, p in pairs.items()}
+                         for s, pairs in per_seed.items()}  # fmt: skip
+                seeds, matrix = _matrix(diffs)
+                est = hierarchical_bootstrap(matrix)
+                if metric in BINARY_METRICS:
+                    est = _at_least_newcombe(est, per_seed)
+                n = int((~np.isnan(matrix)).sum())
+                rows.append(FormatDifferenceRow(
+                    metric=metric, dose=dose, form=form, eval_set=group, from_format=str(reference),
+                    to_format=to_format, seeds=seeds, pooled=True, value=est.value, lo=est.lo, hi=est.hi,
+                    interval=est.interval, n=n, n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
+                ))  # fmt: skip
+    return rows
