@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _cpu import cpu_kind
 
 from safedose.data import load_eval_prompts
 from safedose.generate import Decoding, generate, generate_batch, load_adapter_info, load_model, load_tokenizer
@@ -50,23 +50,6 @@ def paper_way(model_name: str, prompts: list[str], max_new_tokens: int) -> tuple
                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         tokens += out.shape[1] - enc["input_ids"].shape[1]
     return tokens, time.perf_counter() - started
-
-
-def cpu_kind() -> str:
-    """The CPU model, its bf16 support, the threads torch uses and the load average."""
-    name = platform.processor() or "unknown CPU"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    bf16 = "/".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no bf16 instructions"
-    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{name}, {os.cpu_count()} CPUs ({bf16}), torch threads {torch.get_num_threads()}, load {load}"
 
 
 def random_adapter(model_dir: Path, out: Path) -> Path:
@@ -177,6 +160,7 @@ def main() -> None:
         lora_throughput(args)
         return
     args.max_new_tokens = args.max_new_tokens or 128
+    print(f"CPU: {cpu_kind()}")
     prompts = [p for name in SETS for p in load_eval_prompts(name)[:50]]
     results = []
     tokens, wall = paper_way(args.model, [p.prompt for p in prompts[: args.paper_prompts]], args.max_new_tokens)

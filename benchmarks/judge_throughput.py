@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from _cpu import cpu_kind
+
 from safedose.judges import get_judge
 from safedose.judges._data import xstest_rows
 
@@ -18,6 +20,7 @@ def main() -> None:
     parser.add_argument("--judges", nargs="*", default=["strmatch", "refusal", "harm", "moderation"])
     args = parser.parse_args()
     rows = [{"prompt": r["prompt"], "response": r["completion"]} for r in xstest_rows()[: args.n]]
+    print(f"CPU: {cpu_kind()}")
     print("| judge | responses | seconds | responses/s |\n|---|---|---|---|")
     for name in args.judges:
         judge = get_judge(name)  # builds on first use; not timed

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _cpu import cpu_kind
 
 from safedose.data import load_instructions, mix, train_file, val_file
 from safedose.models import resolve_model
@@ -114,6 +115,7 @@ def main() -> None:
     examples = tokenize(load_instructions(str(train_path)), tokenizer, template="alpaca",
                         max_length=args.max_length, train_on_inputs=False)  # fmt: skip
     real_tokens = sum(len(e.input_ids) for e in examples) * args.epochs
+    print(f"CPU: {cpu_kind()}")
     print(f"{len(examples)} rows, {real_tokens} real tokens, max length {args.max_length}, {args.epochs} epoch(s)")
 
     results: dict[str, dict[str, Any]] = {}

@@ -139,10 +139,15 @@ def data_build_safety(
     max_new_tokens: int = typer.Option(512, help="openai: and hf: longest answer in tokens."),
     dtype: str = typer.Option("auto", help="hf: auto, fp32, bf16 or fp16."),
     eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
+    format: str | None = typer.Option(None, help="Convert every prompt to this form first: instruction or question."),
+    rewriter: str | None = typer.Option(
+        None, help="openai:MODEL or hf:MODEL[+ADAPTER_DIR] that converts prompts (default: --responder)."
+    ),
 ) -> None:
     """Build safety demonstrations from harmful prompts, a responder and a judge filter; a rerun asks nothing twice."""
     from safedose.data import build_safety
     from safedose.data._build_safety import datasheet_path
+    from safedose.data._formats import check_form
     from safedose.generate import parse_decoding
 
     decoding = parse_decoding({"max_new_tokens": max_new_tokens, "dtype": dtype}, source="build-safety")
@@ -150,6 +155,7 @@ def data_build_safety(
         prompts=prompts, responder=responder, out=out, n=n, min_chars=min_chars, max_chars=max_chars,
         allow_partial=allow_partial, max_harm=max_harm, system=system, eval_sets=eval_set or None, cache=cache,
         decoding=decoding, base_url=base_url, concurrency=concurrency, progress=True,
+        format=None if format is None else check_form(format), rewriter=rewriter,
     )  # fmt: skip
     console.print(f"wrote {escape(str(out))}: {escape(json.dumps(sheet['counts']))}", soft_wrap=True)
     console.print(f"dropped: {escape(json.dumps(sheet['dropped']))}; datasheet: {escape(str(datasheet_path(out)))}",

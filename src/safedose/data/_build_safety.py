@@ -3,18 +3,35 @@
 Responders (`safedose.data._responders`): an OpenAI-compatible endpoint, a local model with an optional adapter,
 or the preferred replies of hh-rlhf harmless (offline).
 
+With a target form (`instruction` or `question`), every prompt left after de-duplication and decontamination is
+converted to that form by a rewriter (`safedose.data._formats`) before it is asked; a failed conversion, a rewrite
+that overlaps an eval prompt and a rewrite that repeats another prompt are counted drops. A `preference:` responder's
+replies belong to the original prompts: they are looked up by the original, and the output row pairs the converted
+prompt with that reply (the same request in the other form).
+
 The English check is cheap: an answer counts as English when at least `MIN_ASCII_LETTER_SHARE` of its letters
 are ASCII letters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safedose.data._formats import (
+    REWRITE_VERSION,
+    Form,
+    FormatResult,
+    check_form,
+    checks_settings,
+    convert_format,
+    make_rewriter,
+    rewrite_decoding,
+)
 from safedose.data._mix import default_contamination_sets
 from safedose.data._overlap import ContaminationIndex, ngrams, normalize
 from safedose.data._responders import HH_HARMLESS, Responder, make_responder
@@ -26,12 +43,22 @@ if TYPE_CHECKING:
     from safedose.generate import Decoding
 
 PREFERENCE_PREFIX = "preference:"
+REWRITER_KINDS = ("openai:", "hf:")  # responders that can also rewrite prompts
 MIN_ASCII_LETTER_SHARE = 0.8
 NEAR_DUPLICATE_THRESHOLD = 0.6  # the contamination rule's share of shared word 5-grams
 
 
 def datasheet_path(out: Path) -> Path:
     return out.with_name(out.name + ".datasheet.json")
+
+
+def rewrites_cache_path(out: Path) -> Path:
+    return out.with_name(out.name + ".rewrites.sqlite")
+
+
+def prompt_id(prompt: str) -> str:
+    """A row's id: from its original prompt after normalisation, so builds in different forms share ids."""
+    return "prompt-" + hashlib.sha256(normalize(prompt).encode("utf-8")).hexdigest()[:16]
 
 
 def is_english(text: str) -> bool:
@@ -87,6 +114,54 @@ def _dedup(prompts: list[str]) -> tuple[list[str], Counter[str]]:
     return kept, dropped
 
 
+def _rewriter(
+    rewriter: str | Responder | None,
+    responder: str | Responder,
+    *,
+    decoding: Decoding | None,
+    cache: Path,
+    base_url: str | None,
+    concurrency: int,
+    progress: bool,
+) -> Responder:
+    """The responder that converts prompts: `rewriter`, else the answering responder's `openai:` / `hf:` spec."""
+    if rewriter is None:
+        if not isinstance(responder, str):
+            raise SafedoseError("build-safety: a target format needs a rewriter (a spec or a Responder)")
+        if not responder.startswith(REWRITER_KINDS):
+            raise SafedoseError(f"build-safety: responder {responder} cannot rewrite prompts; give a rewriter "
+                                "(--rewriter openai:MODEL or hf:MODEL) for --format")  # fmt: skip
+        rewriter = responder
+    if not isinstance(rewriter, str):
+        return rewriter
+    return make_rewriter(rewriter, decoding=rewrite_decoding(dtype=decoding.dtype if decoding else "auto"),
+                         cache=cache, base_url=base_url if rewriter.startswith("openai:") else None,
+                         concurrency=concurrency, progress=progress)  # fmt: skip
+
+
+def _to_form(
+    prompts: list[str], form: Form, rewriter: Responder, index: ContaminationIndex
+) -> tuple[list[tuple[str, str]], FormatResult, Counter[str], Counter[str]]:
+    """(original, converted) pairs that passed the checks, the conversion result, and the drops: by reason
+    (`format:<reason>`, `duplicate_after_rewrite`) and, for rewrites that overlap an eval prompt, by eval set."""
+    result = convert_format(prompts, to=form, responder=rewriter)
+    pairs: list[tuple[str, str]] = []
+    drops: Counter[str] = Counter()
+    contaminated: Counter[str] = Counter()
+    seen: set[str] = set()
+    for c in result.conversions:
+        if c.text is None:
+            drops[f"format:{c.reason}"] += 1
+        elif (hit := index.match(c.text)) is not None:
+            contaminated[hit] += 1
+        elif normalize(c.text) in seen:
+            drops["duplicate_after_rewrite"] += 1
+        else:
+            seen.add(normalize(c.text))
+            pairs.append((c.original, c.text))
+    return pairs, result, drops, contaminated
+
+
 def build_safety(
     *,
     prompts: list[str],
@@ -106,23 +181,41 @@ def build_safety(
     base_url: str | None = None,
     concurrency: int = 4,
     progress: bool = False,
+    format: Form | None = None,
+    rewriter: str | Responder | None = None,
+    rewrite_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Build the JSONL at `out` and its datasheet beside it; returns the datasheet.
 
     `responder` is a spec (`openai:MODEL`, `hf:MODEL[+ADAPTER_DIR]`, `preference:hh-rlhf-harmless`; see
     `make_responder`) or a Responder. Generations and verdicts are cached in `cache` (default `<out>.cache.sqlite`),
-    so a rerun asks and judges nothing twice."""
+    so a rerun asks and judges nothing twice. With `format` (`instruction` or `question`) every prompt is converted
+    to that form by `rewriter` (a spec or a Responder; default: the responder's `openai:` / `hf:` spec), whose
+    answers are cached in `rewrite_cache` (default `<out>.rewrites.sqlite`)."""
     from safedose.cache import Cache
     from safedose.judges import get_judge, judge_id, judge_rows
 
     start = time.monotonic()
     out = Path(out)
     cache = Path(cache) if cache is not None else out.with_name(out.name + ".cache.sqlite")
+    form = None if format is None else check_form(format)
+    if form is None and rewriter is not None:
+        raise SafedoseError("build-safety: a rewriter is only used with a target format (--format)")
+    rewrites = Path(rewrite_cache) if rewrite_cache is not None else rewrites_cache_path(out)
+    rewrites_used = form is not None and (rewriter is None or isinstance(rewriter, str))
+    converter = None
+    if form is not None:
+        converter = _rewriter(rewriter, responder, decoding=decoding, cache=rewrites, base_url=base_url,
+                              concurrency=concurrency, progress=progress)  # fmt: skip
     if isinstance(responder, str):
-        responder = make_responder(responder, system=system, decoding=decoding, cache=cache, base_url=base_url,
+        # the base URL is for the openai: specs: the rewriter's alone when the answering responder is not one
+        url_for_rewriter = isinstance(rewriter, str) and rewriter.startswith("openai:")
+        answer_url = None if url_for_rewriter and not responder.startswith("openai:") else base_url
+        responder = make_responder(responder, system=system, decoding=decoding, cache=cache, base_url=answer_url,
                                    concurrency=concurrency, progress=progress)  # fmt: skip
         system = None  # the responder's own default now
     spec = responder.spec
+    preference = spec.startswith(PREFERENCE_PREFIX)
     read: list[str] = []
     per_source: list[dict[str, Any]] = []
     for source in prompts:
@@ -150,14 +243,43 @@ def build_safety(
             f"{', '.join(prompts)}: no prompts left after de-duplication ({dict(dup_drops)}) and decontamination "
             f"({dict(contaminated)})"
         )
+    limited = len(clean)
 
-    answers = responder.respond(clean, system=system) if system is not None else responder.respond(clean)
+    format_sheet: dict[str, Any] | None = None
+    format_drops: Counter[str] = Counter()
+    rewrite_contaminated: Counter[str] = Counter()
+    pairs = [(p, p) for p in clean]  # (original, the prompt as written to the output)
+    if form is not None and converter is not None:
+        pairs, converted, format_drops, rewrite_contaminated = _to_form(clean, form, converter, index)
+        if not pairs:
+            raise SafedoseError(
+                f"build-safety: no prompt left after conversion to {form} form by {converter.spec} "
+                f"({dict(format_drops)}; contamination after rewrite: {dict(rewrite_contaminated)})"
+            )
+        format_sheet = {
+            "to": form,
+            "rewrite_version": REWRITE_VERSION,
+            "checks": checks_settings(),
+            "rewriter": converted.responder,
+            "rewriter_errors": list(getattr(converter, "errors", []))[:5],
+            "cache": str(rewrites) if rewrites_used else None,
+            "conversion": converted.counts(),
+            "converted_at_attempt": converted.converted_at_attempt,
+            "failed_attempts": converted.failed_attempts,
+            "answers_to": "the original prompts" if preference else "the converted prompts",
+        }
+    originals = [o for o, _ in pairs]
+    clean = [t for _, t in pairs]
+
+    query = originals if preference else clean  # preferred replies belong to the original prompts
+    answers = responder.respond(query, system=system) if system is not None else responder.respond(query)
     if len(answers) != len(clean):
         raise SafedoseError(f"responder {spec}: {len(answers)} answers to {len(clean)} prompts")
-    missing = "no_answer" if spec.startswith(PREFERENCE_PREFIX) else "responder_error"
+    missing = "no_answer" if preference else "responder_error"
     drops: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for p, reply in zip(clean, answers, strict=True):
+    row_originals: list[str] = []
+    for p, original, reply in zip(clean, originals, answers, strict=True):
         answer = (reply or "").strip()
         if reply is None:
             drops[missing] += 1
@@ -171,6 +293,7 @@ def build_safety(
             drops["not_english"] += 1
         else:
             rows.append({"prompt": p, "response": answer})
+            row_originals.append(original)
     answered = len(clean) - drops[missing]
     if not rows:
         raise SafedoseError(f"build-safety: responder {spec} gave no usable answers to {len(clean)} prompts "
@@ -183,7 +306,7 @@ def build_safety(
     with Cache(cache) as store:
         labelled = judge_rows(refusal, rows, cache=store)
         scored = judge_rows(harm, rows, cache=store)
-    for row, lab, sc in zip(rows, labelled, scored, strict=True):
+    for row, original, lab, sc in zip(rows, row_originals, labelled, scored, strict=True):
         if lab.get("label") not in allowed:
             drops[f"judged_{lab.get('label')}"] += 1
             continue
@@ -191,29 +314,37 @@ def build_safety(
         if sc.get("score") is None or float(sc["score"]) >= max_harm:
             drops["harmful"] += 1
         else:
-            kept.append({"instruction": row["prompt"], "input": "", "output": row["response"]})
+            kept.append({"id": prompt_id(original), "instruction": row["prompt"], "input": "",
+                         "output": row["response"], **({"original_prompt": original} if form else {})})  # fmt: skip
     if not kept:
         raise SafedoseError(f"build-safety: the filter kept nothing of {len(rows)} answers ({dict(drops)})")
 
     write_jsonl(out, kept)
+    counts = {
+        "prompts_read": len(read),
+        "after_dedup": len(unique),
+        "after_decontamination": after_decontamination,
+        **({"after_format": len(clean)} if form else {}),
+        "asked": len(clean),
+        "answered": answered,
+        "passed_checks": len(rows),
+        "refusals": refusals,
+        "kept": len(kept),
+    }
+    dropped: dict[str, Any] = {
+        "dedup": dict(dup_drops),
+        "contamination": dict(contaminated),
+        "limit_n": after_decontamination - limited,
+    }
+    if form:
+        dropped["format"] = dict(sorted(format_drops.items()))
+        dropped["contamination_after_rewrite"] = dict(sorted(rewrite_contaminated.items()))
+    dropped["filter"] = dict(drops)
     sheet = {
         "sources": per_source,
-        "counts": {
-            "prompts_read": len(read),
-            "after_dedup": len(unique),
-            "after_decontamination": after_decontamination,
-            "asked": len(clean),
-            "answered": answered,
-            "passed_checks": len(rows),
-            "refusals": refusals,
-            "kept": len(kept),
-        },
-        "dropped": {
-            "dedup": dict(dup_drops),
-            "contamination": dict(contaminated),
-            "limit_n": after_decontamination - len(clean),
-            "filter": dict(drops),
-        },
+        "counts": counts,
+        "dropped": dropped,
+        "format": format_sheet,
         "responder": responder.identity(),
         "responder_errors": list(getattr(responder, "errors", []))[:5],
         "judges": {"refusal": judge_id(refusal), "harm": judge_id(harm)},
@@ -235,4 +366,4 @@ def build_safety(
     return sheet
 
 
-__all__ = ["build_safety", "datasheet_path", "is_english"]
+__all__ = ["build_safety", "datasheet_path", "is_english", "prompt_id"]
