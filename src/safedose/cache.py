@@ -1,7 +1,8 @@
 """A SQLite (WAL) store of finished work: generations and verdicts, keyed by a hash of what decides them.
 
 Every batch is committed as soon as it is done, so a killed process loses at most the batch in hand, and a rerun
-reads back everything that was finished.
+reads back everything that was finished. A store is never shared between machines: a task elsewhere works on a
+private copy (`snapshot` / `Cache.restore`) that records what it writes (`written`), and the owner merges that.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def cache_key(**parts: Any) -> str:
 class Cache:
     """Rows stored by (table, key); tables are created on first use."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, record: bool = False) -> None:
         self.path = Path(path)
+        # with `record`, every row stored through this handle, by table (what a task sends back to be merged)
+        self.written: dict[str, dict[str, dict[str, Any]]] | None = {} if record else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -56,6 +59,34 @@ class Cache:
         rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()]
         with self._db:
             self._db.executemany(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", rows)
+        if self.written is not None:
+            self.written.setdefault(table, {}).update(items)
+
+    def merge(self, written: Mapping[str, Mapping[str, dict[str, Any]]]) -> None:
+        """Store the rows another handle recorded (`written`), table by table."""
+        for table, items in written.items():
+            if items:
+                self.put_many(table, items)
+
+    def snapshot(self) -> bytes:
+        """The whole store as one consistent SQLite image (committed rows only)."""
+        return self._db.serialize()
+
+    @classmethod
+    def restore(cls, image: bytes, path: str | Path, *, record: bool = True) -> Cache:
+        """A new store at `path` holding a `snapshot`'s rows; by default it records what is written to it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        memory, target = sqlite3.connect(":memory:"), sqlite3.connect(path)
+        try:
+            legacy = bytearray(image)
+            legacy[18:20] = b"\x01\x01"  # the header's WAL flag: an in-memory copy reads it as a rollback journal
+            memory.deserialize(bytes(legacy))
+            memory.backup(target)
+        finally:
+            memory.close()
+            target.close()
+        return cls(path, record=record)
 
     def count(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table(table)}").fetchone()[0])

@@ -402,12 +402,18 @@ def sweep_command(
         None, "--device-memory", help="--dry-run: memory per device, e.g. 80GiB (default: GPU 0's, else the RAM)."
     ),
     strict: bool = typer.Option(False, "--strict", help="--dry-run: exit with code 2 when a step may not fit."),
+    executor: str | None = typer.Option(None, "--executor", help="local (this process) or ray (Ray tasks)."),
+    address: str | None = typer.Option(
+        None, "--address", help="--executor ray: the cluster (auto, ray://HOST:10001); default: Ray on this machine."
+    ),
 ) -> None:
     """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
     from safedose.sweep import load_sweep_config, plan, search, start_config, sweep
     from safedose.sweep._memory import print_memory
 
-    settings = load_sweep_config(config, overrides)
+    extra = [f"executor={executor}"] if executor else []
+    extra += [f"ray.address={address}"] if address else []
+    settings = load_sweep_config(config, [*(overrides or []), *extra])
     if adaptive and not dry_run:
         search(settings, console=console)
         return

@@ -173,6 +173,9 @@ def test_paper_config_dry_run_offline(cli, offline_hub: None, tmp_path: Path) ->
     assert small.code == 0 and "warning:" in small.out and "more than the 12.0 GiB" in small.out
     strict = cli("sweep", PAPER, run, "--dry-run", "--device-memory", "12GiB", "--strict")
     assert strict.code == 2 and strict.err.startswith("error: --strict:") and len(strict.err.strip().splitlines()) == 1
+    shared = cli("sweep", PAPER, run, "ray.train.num_gpus=0.5", "--dry-run", "--device-memory", "24GiB")
+    assert shared.code == 0 and "train x2 (ray.train.num_gpus 0.5)" in shared.out
+    assert "warning:[/]" not in shared.out and "warning: train x2" in shared.out  # two cells on a 24 GiB GPU do not fit
     bad = cli("sweep", PAPER, run, "vllm.gpu_memory_utilization=1.5", "--dry-run")
     assert bad.code == 2 and "vllm.gpu_memory_utilization" in bad.err
 
@@ -183,5 +186,6 @@ def test_paper_configs_say_what_ran_on_a_gpu() -> None:
         assert "Run on a GPU: nothing" in text and "Unverified" in text, name
     config = yaml.safe_load(PAPER.read_text())
     assert config["train"]["base_dtype"] == "bf16" and config["train"]["gradient_checkpointing"] is True
+    assert config["executor"] == "ray" and config["ray"]["train"]["num_gpus"] == 1
     assert config["backend"] == "vllm" and set(config["vllm"]) == {"tensor_parallel_size", "gpu_memory_utilization",
                                                                    "max_model_len", "max_loras"}  # fmt: skip

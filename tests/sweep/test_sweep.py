@@ -79,12 +79,10 @@ def _generations(run: Path) -> int:
         return 0
 
 
-def test_killed_at_several_points_then_rerun_gives_the_same_metrics(tiny_model: Path, tmp_path: Path) -> None:
-    clean_run, killed_run = tmp_path / "clean", tmp_path / "killed"
-    clean = _start(write_config(tmp_path, tiny_model, clean_run))
-    _, err = clean.communicate(timeout=900)
-    assert clean.returncode == 0, err.decode()[-3000:]
-
+def test_killed_at_several_points_then_rerun_gives_the_same_metrics(
+    tiny_model: Path, tmp_path: Path, clean_tiny_run: Path
+) -> None:
+    clean_run, killed_run = clean_tiny_run, tmp_path / "killed"
     config = write_config(tmp_path, tiny_model, killed_run)
     adapters = killed_run / "adapters"
     _kill_when(config, lambda: any(adapters.glob("n0-*/checkpoints/step-*")))  # mid-training

@@ -13,6 +13,7 @@ from safedose.errors import SafedoseError
 from safedose.generate import Decoding, OpenAISettings
 from safedose.generate._vllm import VllmSettings
 from safedose.recommend import Target, check_target_sets
+from safedose.sweep._executor import RaySettings
 from safedose.train import TrainConfig
 
 # Fields of TrainConfig that the sweep sets per cell.
@@ -107,6 +108,8 @@ class SweepConfig(BaseModel):
     openai: OpenAISettings = Field(
         default_factory=OpenAISettings, description="the endpoint serving the base model and every adapter by name"
     )
+    executor: Literal["local", "ray"] = Field("local", description="where cells run: this process, or Ray tasks")
+    ray: RaySettings = Field(default_factory=RaySettings, description="the Ray cluster and task resources")
     model_shape: dict[str, Any] | None = Field(
         None, description="config.json fields for --dry-run's memory estimate when the model is not local"
     )

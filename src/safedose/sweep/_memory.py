@@ -9,6 +9,7 @@ gate/up/down projections, two RMSNorms; an LM head unless tied); biases are not 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -315,6 +316,12 @@ def sweep_memory(config: SweepConfig, *, device_memory: int | None = None) -> tu
             max_loras=vllm.max_loras, max_model_len=vllm.max_model_len, device_memory=device_memory, lora_r=r,
             lora_targets=targets,
         ))  # fmt: skip
+    gpus = config.ray.train.num_gpus
+    if config.executor == "ray" and 0 < gpus < 1:  # Ray places floor(1 / num_gpus) training cells on one GPU
+        shared, one = math.floor(1 / gpus), estimates[0]
+        estimates.insert(1, MemoryEstimate(f"train x{shared} (ray.train.num_gpus {gpus:g})",
+                                           {k: v * shared for k, v in one.parts.items()},
+                                           [f"{shared} training cells share each GPU"]))  # fmt: skip
     return estimates, f"{shape.parameters() / 1e9:.2f}B parameters (shape from {source})"
 
 

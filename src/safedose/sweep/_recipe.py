@@ -31,7 +31,8 @@ from safedose.data import test_file as base_test_file
 from safedose.files import sha256_file, write_json
 from safedose.generate import Generation
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
-from safedose.sweep._config import ROLES, SweepConfig
+from safedose.sweep._config import ROLES, Judges, SweepConfig
+from safedose.sweep._executor import Executor, make_executor
 from safedose.sweep._plan import (
     Cell,
     adapter_dir,
@@ -49,6 +50,8 @@ from safedose.sweep._plan import (
 
 if TYPE_CHECKING:
     from safedose.capability import CapabilityResults
+    from safedose.generate import Adapter
+    from safedose.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -74,26 +77,33 @@ class _Steps:
 
 
 def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult:
-    """Run (or finish) the whole study described by `config`."""
-    from safedose.generate import generate
-    from safedose.judges import get_judge, judge_id, judge_rows
-    from safedose.models import model_hash, resolve_model
-    from safedose.train import train
-
+    """Run (or finish) the whole study described by `config`, in this process or on Ray (`config.executor`)."""
     console = console or Console()
     check_names(config)  # a typo fails here, before any work
-    run = open_run(config.run_dir, create=True)
-    cells = cells_of(config)
-    groups = [(s, f) for s in config.seeds for f in config.formats]
-    steps = _Steps(len(groups) + len(cells) + 4, console)
+    executor = make_executor(config.executor, config.ray, console=console)  # an unreachable cluster fails here too
+    try:
+        run = open_run(config.run_dir, create=True)
+    except BaseException:
+        executor.close()
+        raise
     cache = Cache(run / "cache.sqlite")
-    model_dir = resolve_model(config.model)
+    try:
+        return _sweep(config, run, executor, cache, console)
+    finally:
+        cache.close()
+        executor.close()
+
+
+def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, console: Console) -> SweepResult:
+    cells = cells_of(config)
+    mix_groups = [(s, f) for s in config.seeds for f in config.formats]
+    steps = _Steps(len(mix_groups) + 5, console)
 
     # 1. Mixes: one nested set of doses per seed and format (exact N; shared train, selection and test base rows).
     # With paired forms, every format of a seed holds the same safety items, rewritten once (cached).
     mixes: dict[tuple[int, str], dict[str, Any]] = {}
     forms = form_source(config, run)
-    for seed, fmt in groups:
+    for seed, fmt in mix_groups:
         steps.start(f"mix seed {seed} {fmt}")
         out = mix_dir(run, config, seed, fmt)
         if not mix_complete(out, config.doses):
@@ -104,70 +114,76 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
         mixes[(seed, fmt)] = {"dir": str(out.relative_to(run)), "fingerprint_inputs": mix_inputs(config, seed, fmt)}
         steps.finish()
 
-    # 2. Adapters: one LoRA run per cell, in a directory named by its fingerprint; train() resumes or skips.
+    # 2. Adapters: one LoRA run per cell (a task each with Ray), in a directory named by its fingerprint; train()
+    # resumes from the last checkpoint or returns the finished adapter.
+    steps.start(f"train {len(cells)} cells")
     adapters: dict[Cell, Path] = {}
     fingerprints: dict[str, str] = {}
+    calls: list[tuple[Any, ...]] = []
     for cell in cells:
-        steps.start(f"train {cell.name}")
-        data = mix_dir(run, config, cell.seed, cell.format)
+        data = mix_dir(run, config, cell.seed, cell.format).absolute()
         fp, _ = cell_fingerprint(config, run, cell)
-        target = adapter_dir(run, cell, fp)
-        started = time.perf_counter()
-        fresh = not (target / "safedose.json").is_file()
-        settings = config.cell_train_config(str(target), str(train_file(data, cell.dose)),
+        adapters[cell], fingerprints[cell.name] = adapter_dir(run, cell, fp), fp
+        settings = config.cell_train_config(str(adapters[cell].absolute()), str(train_file(data, cell.dose)),
                                             str(val_file(data, cell.dose)), cell.seed)  # fmt: skip
-        train(settings)
-        if fresh:
-            row_epochs = (config.base_size + cell.dose) * settings.epochs
-            record_timing(timing_key("train", config), time.perf_counter() - started, row_epochs)
-        adapters[cell], fingerprints[cell.name] = target, fp
-        steps.finish()
+        calls.append((settings,))
+    trained = executor.map(_train_cell, calls, stage="train", names=[c.name for c in cells])
+    for cell, (settings,), seconds in zip(cells, calls, trained, strict=True):
+        if seconds is not None:  # trained now, not found finished
+            record_timing(timing_key("train", config), seconds, (config.base_size + cell.dose) * settings.epochs)
+    steps.finish()
 
-    # 3. Generations: all adapters and the untuned base on one loaded base model, through the cache. The untuned
-    # model answers with the tuning template (so untuned → dose 0 isolates tuning) and with its own chat template.
+    # Steps 3-5 run per group of cells: one group with the local executor, `ray.adapters_per_task` cells per Ray task
+    # otherwise (the untuned model goes with the first group). Each variant's answers, verdicts and scores do not
+    # depend on the group it is in, so the merged rows, their order and every number equal one local call's.
+    groups = executor.groups(cells)
+    task_config = config.model_copy(update={"output_dir": str(run.absolute())})  # a worker may start elsewhere
+    group_names = [g[0].name if len(g) == 1 else f"{g[0].name}..{g[-1].name}" for g in groups]
+    paths = {c.name: str(adapters[c].absolute()) for c in cells}
+    order = {BASE: 0, **{c.name: i + 1 for i, c in enumerate(cells)}, BASE_CHAT: len(cells) + 1}
+
+    # 3. Generations: the untuned base and every adapter, through the cache. The untuned model answers with the
+    # tuning template (so untuned → dose 0 isolates tuning) and with its own chat template.
     steps.start("generate")
     prompts, sampling = _eval_prompts(config)
-    template = config.train.get("template", "alpaca")
     started = time.perf_counter()
-    rows = generate(config.model, [f"{c.name}={adapters[c]}" for c in cells], prompts, template=template,
-                    decoding=config.decoding, backend=config.backend, cache=cache,
-                    **_backend_settings(config, template))  # fmt: skip
-    variants = [(BASE if r.adapter is None else r.adapter, r) for r in rows]
-    if template != "chat" and _has_chat_template(model_dir):
-        chat = generate(config.model, [], prompts, template="chat", decoding=config.decoding,
-                        backend=config.backend, cache=cache, **_backend_settings(config, "chat"))  # fmt: skip
-        variants += [(BASE_CHAT, r) for r in chat]
+    calls = [(task_config, {c.name: paths[c.name] for c in g}, g is groups[0], prompts) for g in groups]
+    answered = executor.map(_generations, calls, stage="generate", names=group_names, store=cache)
+    variants: list[tuple[str, Generation]] = sorted((v for part in answered for v in part), key=lambda v: order[v[0]])
     _record(timing_key("generate", config), started, len(variants))
     steps.finish()
 
-    # 4. Verdicts: every judge over every answer, in batches, through the cache.
+    # 4. Verdicts: every judge over every answer, in batches, through the cache; trained judges are built and
+    # validated once, before any answer is judged.
     steps.start("judge")
     started = time.perf_counter()
+    (revisions,) = executor.map(_prepare_judges, [(config.judges,)], stage="judge", names=["judges"])
+    in_group = [{c.name for c in g} | ({BASE, BASE_CHAT} if g is groups[0] else set()) for g in groups]
+    index = [[i for i, (variant, _) in enumerate(variants) if variant in names] for names in in_group]
+    calls = [(config.judges, [variants[i][1] for i in rows]) for rows in index]
+    verdicts: dict[str, list[RoleVerdict]] = {role: [None] * len(variants) for role in revisions}  # type: ignore[list-item]
+    for rows, part in zip(index, executor.map(_verdicts, calls, stage="judge", names=group_names, store=cache),
+                          strict=True):  # fmt: skip
+        for role, found in part.items():
+            for i, verdict in zip(rows, found, strict=True):
+                verdicts[role][i] = verdict
     by_name = {c.name: c for c in cells}
-    verdicts: dict[str, list[RoleVerdict]] = {}
-    revisions: dict[str, str] = {}
-    for role in ROLES:
-        name = getattr(config.judges, role)
-        if not name:
-            continue
-        judge = get_judge(name)
-        revisions[role] = judge_id(judge)
-        _validate_once(name)
-        judged = judge_rows(judge, [{"prompt": r.prompt, "response": r.response} for _, r in variants], cache=cache)
-        verdicts[role] = [_role_verdict(v) for v in judged]
     answers = [_answer(variant, row, by_name.get(variant), {role: v[i] for role, v in verdicts.items()})
                for i, (variant, row) in enumerate(variants)]  # fmt: skip
     write_judged(run, answers)
     _record(timing_key("judge", config), started, len(answers))
     steps.finish()
 
-    # 5. Capability: NLL on each seed's base-data test split (never used for training or checkpoint choice) and
-    # on AlpacaEval reference answers, per variant.
+    # 5. Capability: NLL on each seed's base-data test split (never used for training or checkpoint choice) and on
+    # AlpacaEval reference answers, and the lm-eval benchmarks, per variant. With several groups the step runs once
+    # more over every variant on the driver, which only reads the tasks' values back from the store.
     steps.start("capability")
     started = time.perf_counter()
-    capability = _capability(config, cells, adapters, run, model_dir, model_hash(model_dir), template, cache)
+    calls = [(task_config, g, g is groups[0], paths) for g in groups]
+    scored = executor.map(_capability_step, calls, stage="capability", names=group_names, store=cache)
+    capability, benchmarks = scored[0] if len(scored) == 1 else _capability_step(task_config, cells, True, paths,
+                                                                                 store=cache)  # fmt: skip
     _record(timing_key("capability", config), started, len(capability))
-    benchmarks = _benchmarks(config, cells, adapters, run, model_dir, template, cache)
     steps.finish()
 
     # 6. Metrics and the report.
@@ -180,7 +196,6 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     metrics = write_metrics(run, answers, capability, cells=cell_info, benchmarks=benchmarks)
     report = write_report(run)
     steps.finish()
-    cache.close()
     console.print(f"[bold]{escape(metrics['headline'])}[/]")
     console.print(f"report: {escape(str(report))}")
     return SweepResult(run, metrics, report)
@@ -252,19 +267,82 @@ def _eval_prompts(config: SweepConfig) -> tuple[list[EvalPrompt], dict[str, Any]
     return prompts, sampling
 
 
-def _capability(
-    config: SweepConfig,
-    cells: list[Cell],
-    adapters: dict[Cell, Path],
-    run: Path,
-    model_dir: Path,
-    base_hash: str,
-    template: str,
-    cache: Cache,
-) -> list[dict[str, Any]]:
+# -- the work of one group of cells: module-level functions, so that a Ray task can run them ----------------------
+
+
+def _train_cell(settings: TrainConfig) -> float | None:
+    """Train (or resume, or find finished) one cell; the seconds it took when it trained now."""
+    from safedose.train import train
+
+    started, fresh = time.perf_counter(), not (Path(settings.output_dir) / "safedose.json").is_file()
+    train(settings)
+    return time.perf_counter() - started if fresh else None
+
+
+def _generations(config: SweepConfig, adapters: dict[str, str], with_base: bool, prompts: list[EvalPrompt], *,
+                 store: Cache) -> list[tuple[str, Generation]]:  # fmt: skip
+    """Every answer of these adapters (and, `with_base`, of the untuned model with both templates) as (variant, row)."""
+    from safedose.generate import generate
+    from safedose.models import resolve_model
+
+    template = config.train.get("template", "alpaca")
+    specs = [f"{name}={path}" for name, path in adapters.items()]
+    rows = generate(config.model, specs, prompts, template=template, decoding=config.decoding, include_base=with_base,
+                    backend=config.backend, cache=store, **_backend_settings(config, template))  # fmt: skip
+    variants = [(BASE if r.adapter is None else r.adapter, r) for r in rows]
+    if with_base and template != "chat" and _has_chat_template(resolve_model(config.model)):
+        chat = generate(config.model, [], prompts, template="chat", decoding=config.decoding,
+                        backend=config.backend, cache=store, **_backend_settings(config, "chat"))  # fmt: skip
+        variants += [(BASE_CHAT, r) for r in chat]
+    return variants
+
+
+def _prepare_judges(judges: Judges) -> dict[str, str]:
+    """Build (once) and validate (once per build) every trained judge; each role's judge revision."""
+    from safedose.judges import get_judge, judge_id
+
+    revisions = {}
+    for role in ROLES:
+        name = getattr(judges, role)
+        if name:
+            revisions[role] = judge_id(get_judge(name))
+            _validate_once(name)
+    return revisions
+
+
+def _verdicts(judges: Judges, rows: list[Generation], *, store: Cache) -> dict[str, list[RoleVerdict]]:
+    """Every role's verdict on every answer, in order."""
+    from safedose.judges import get_judge, judge_rows
+
+    out = {}
+    for role in ROLES:
+        name = getattr(judges, role)
+        if name:
+            judged = judge_rows(get_judge(name), [{"prompt": r.prompt, "response": r.response} for r in rows],
+                                cache=store)  # fmt: skip
+            out[role] = [_role_verdict(v) for v in judged]
+    return out
+
+
+def _capability_step(config: SweepConfig, cells: list[Cell], with_base: bool, adapters: dict[str, str], *,
+                     store: Cache) -> tuple[list[dict[str, Any]], CapabilityResults]:  # fmt: skip
+    """NLL values and lm-eval benchmarks of these cells (and, `with_base`, the untuned model), through the store."""
+    from safedose.generate import load_adapter_info
+    from safedose.models import model_hash, resolve_model
+
+    model_dir = resolve_model(config.model)
+    infos = {c.name: load_adapter_info(f"{c.name}={adapters[c.name]}") for c in cells}
+    template = config.train.get("template", "alpaca")
+    run = config.run_dir
+    capability = _capability(config, cells, infos, with_base, run, model_dir, model_hash(model_dir), template, store)
+    return capability, _benchmarks(config, cells, infos, with_base, run, model_dir, template, store)
+
+
+def _capability(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter], with_base: bool, run: Path,
+                model_dir: Path, base_hash: str, template: str, cache: Cache) -> list[dict[str, Any]]:  # fmt: skip
     """Mean NLL per token on each seed's base-data test split and on AlpacaEval references, cached per variant."""
     from safedose.evaluate import mean_token_nll
-    from safedose.generate import load_adapter_info, load_model, load_tokenizer, use_variant
+    from safedose.generate import load_model, load_tokenizer, use_variant
 
     references: list[InstructionRecord] = []
     if config.eval_sets.capability.references:
@@ -272,10 +350,11 @@ def _capability(
         references = [InstructionRecord(id=p.id, instruction=p.prompt, output=p.reference or "", source=p.eval_set)
                       for p in refs[: config.eval_sets.capability.references_limit]]  # fmt: skip
     max_length = config.cell_train_config("-", "-", None, 0).max_length  # type: ignore[arg-type]
-    infos = {c.name: load_adapter_info(f"{c.name}={adapters[c]}") for c in cells}
-    variants: list[tuple[str, Cell | None, str]] = [(BASE, None, template)]
-    if template != "chat" and _has_chat_template(model_dir):
-        variants.append((BASE_CHAT, None, "chat"))
+    variants: list[tuple[str, Cell | None, str]] = []
+    if with_base:
+        variants.append((BASE, None, template))
+        if template != "chat" and _has_chat_template(model_dir):
+            variants.append((BASE_CHAT, None, "chat"))
     variants += [(c.name, c, template) for c in cells]
     dtype = config.decoding.key()["dtype"]
     jobs = []
@@ -306,15 +385,15 @@ def _capability(
             for key, name, cell, kind, _, _ in jobs]  # fmt: skip
 
 
-def _benchmarks(config: SweepConfig, cells: list[Cell], adapters: dict[Cell, Path], run: Path, model_dir: Path,
-                template: str, cache: Cache) -> CapabilityResults:  # fmt: skip
+def _benchmarks(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter], with_base: bool, run: Path,
+                model_dir: Path, template: str, cache: Cache) -> CapabilityResults:  # fmt: skip
     """lm-eval benchmarks of the untuned base and every cell, and the win-rate where a judge endpoint is set."""
     from safedose.capability._sweep import run_capability
-    from safedose.generate import load_adapter_info
     from safedose.models import model_hash
     from safedose.run import results_dir
 
-    variants = [(BASE, None)] + [(c.name, load_adapter_info(f"{c.name}={adapters[c]}")) for c in cells]
+    variants: list[tuple[str, Adapter | None]] = [(BASE, None)] if with_base else []
+    variants += [(c.name, infos[c.name]) for c in cells]
     return run_capability(
         settings=config.eval_sets.capability, model=config.model, model_dir=model_dir, base_hash=model_hash(model_dir),
         variants=variants, cells={c.name: (c.dose, c.seed, c.format) for c in cells}, template=template,
