@@ -435,6 +435,11 @@ def sweep_command(
     unknown = sum(1 for s in steps if s.status != "cached" and s.seconds is None)
     rest = f" (+ {unknown} steps not yet measured on this machine)" if unknown else ""
     console.print(f"estimated time: {_duration(sum(known))}{rest}")
+    if settings.executor == "ray":
+        ray, where = settings.ray, settings.ray.address or "Ray started on this machine"
+        console.print(f"executor: ray ({escape(where)}); a training task asks {ray.train.num_cpus:g} CPUs and "
+                      f"{ray.train.num_gpus:g} GPUs, generation, judging and capability {ray.adapters_per_task} cells "
+                      "per task; the estimate above is for one cell after another", soft_wrap=True)  # fmt: skip
     print_memory(settings, console, device_memory=device_memory, strict=strict)
 
 

@@ -168,6 +168,7 @@ def test_paper_config_dry_run_offline(cli, offline_hub: None, tmp_path: Path) ->
     assert result.code == 0, result.err
     assert "memory per device" in result.out and "6.74B parameters" in result.out
     assert "the table of known architectures" in result.out and "no\n" not in result.out
+    assert "executor: ray (Ray started on this machine); a training task asks 8 CPUs and 1 GPUs" in result.out
     assert not (tmp_path / "paper").exists()  # a dry run writes nothing
     small = cli("sweep", PAPER, run, "--dry-run", "--device-memory", "12GiB")
     assert small.code == 0 and "warning:" in small.out and "more than the 12.0 GiB" in small.out
