@@ -1,4 +1,5 @@
-"""Frozen linear weights stored in the autocast dtype: the same losses and LoRA gradients, bit for bit."""
+"""Frozen linear weights (a tied LM head too) stored in the autocast dtype: the same losses and LoRA gradients, bit for
+bit."""
 
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ def loss_and_grads(model: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("tied", [True, False])
 def test_bf16_frozen_linears_give_bit_identical_losses_and_grads(tiny_model: Path, tied: bool) -> None:
     reference, cast = lora_model(tiny_model, tie_word_embeddings=tied), lora_model(tiny_model, tie_word_embeddings=tied)
-    # 2 layers x (q, k, v, o, gate, up, down); the LM head too unless it is the (tied) embedding matrix
-    assert frozen_linears_to(cast, torch.bfloat16) == 14 + (not tied)
-    dtypes = {n: p.dtype for n, p in cast.named_parameters()}
+    # 2 layers x (q, k, v, o, gate, up, down) and the LM head; a tied head gets a bf16 copy of the embedding matrix
+    assert frozen_linears_to(cast, torch.bfloat16) == 15
+    dtypes = {n: p.dtype for n, p in cast.named_parameters(remove_duplicate=False)}
     assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "embed" in n or "norm" in n)
     assert dtypes["base_model.model.model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
-    assert (cast.get_output_embeddings().weight.dtype == torch.float32) == tied
+    head, embedding = cast.get_output_embeddings().weight, cast.get_input_embeddings().weight
+    assert head.dtype == torch.bfloat16 and not head.requires_grad and embedding.dtype == torch.float32
+    assert torch.equal(head, embedding.to(torch.bfloat16)) == tied and head.data_ptr() != embedding.data_ptr()
     loss, grads = loss_and_grads(reference)
     cast_loss, cast_grads = loss_and_grads(cast)
     assert torch.equal(loss, cast_loss)

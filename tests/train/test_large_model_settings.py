@@ -10,13 +10,15 @@ import torch
 import yaml
 
 from safedose.errors import SafedoseError
-from safedose.train import fingerprint, fingerprint_inputs, parse_config, train
+from safedose.train import RECIPE_VERSION, fingerprint, fingerprint_inputs, parse_config, train
 from safedose.train._recipe import check_requirements
 from tests.train.test_train import config, log_rows
 
 # The fingerprint of the default settings before the large-model settings existed (train_file absent, base hash and
-# precision fixed): adding settings must not move it, or every finished adapter would be trained again.
+# precision fixed, recipe version 2): adding settings must not move it, or every finished adapter would be trained
+# again. A new recipe version moves every fingerprint on purpose, so it is held at the pinned one here.
 PINNED = "69427b25bd55e52cd10c6960339e1f19b74cf2138ce4b6ddaf3b5d1a02827b80"
+PINNED_RECIPE_VERSION = 2
 
 MULTI_PROCESS = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU", "num_processes": 2,
                  "num_machines": 1, "machine_rank": 0, "mixed_precision": "no", "dynamo_config": {},
@@ -25,7 +27,9 @@ MULTI_PROCESS = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "MU
 
 def _inputs(**extra: Any) -> dict[str, Any]:
     settings = parse_config({"train_file": "/nonexistent/t.json", "output_dir": "o", **extra})
-    return fingerprint_inputs(settings, base_model_hash="0" * 64, mixed_precision="bf16")
+    inputs = fingerprint_inputs(settings, base_model_hash="0" * 64, mixed_precision="bf16")
+    assert inputs["recipe_version"] == RECIPE_VERSION
+    return {**inputs, "recipe_version": PINNED_RECIPE_VERSION}
 
 
 def test_fingerprints_of_earlier_settings_do_not_move(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ from safedose.files import sha256_file
 from safedose.train._config import TrainConfig
 
 # Bumped when what training does changes (loss, batching, schedule, checkpoint choice), not on every release.
-RECIPE_VERSION = 2
+# 3: on CPU the LoRA dropout masks come from another random stream (`LoraDropout`), attention runs in fp32 under bf16
+# autocast and right-padded batches go without their padding mask.
+RECIPE_VERSION = 3
 # Settings that decide where or how often things are written, never the adapter's weights.
 NOT_DECISIVE = frozenset({"model", "output_dir", "train_file", "val_file", "save_every", "log_every", "log_with"})
 # Settings added after fingerprints existed: in the fingerprint only when they differ from these defaults, so that

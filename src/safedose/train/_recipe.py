@@ -34,6 +34,7 @@ from safedose.errors import SafedoseError
 from safedose.files import atomic_open, sha256_file, write_json
 from safedose.train._config import WHOLE_MODEL_TYPES, TrainConfig, check_accelerate_config
 from safedose.train._data import IGNORE, Example, collate, length_grouped_batches, tokenize
+from safedose.train._fast import summed_cross_entropy, use_fast_lora_dropout, use_fp32_attention
 from safedose.train._fingerprint import FINGERPRINT_FILE, _flatten, differing_keys, fingerprint, fingerprint_inputs
 
 CHECKPOINTS = "checkpoints"
@@ -71,17 +72,23 @@ def summed_token_nll(
     """Summed next-token NLL (fp32) of the tokens whose label is not -100, from the logits of `model`'s own forward.
 
     The model applies its own head (logit soft-capping, logit scaling, ...); a boolean `logits_to_keep` asks it to
-    project only the positions that predict a label. Divided by the label count this is HF's mean `loss`.
+    project only the positions that predict a label. Divided by the label count this is HF's mean `loss`. A
+    right-padded batch goes in without its attention mask: under the causal mask alone no real token sees a pad, so
+    the real tokens' outputs are the same, and attention takes its mask-free kernel.
     """
     device = model.device
     labels = labels.to(device)
     predicts = labels[:, 1:] != IGNORE
     keep = F.pad(predicts, (0, 1), value=False)
-    out = model(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), logits_to_keep=keep, use_cache=False
-    )
+    mask = None if _right_padded(attention_mask) else attention_mask.to(device)
+    out = model(input_ids=input_ids.to(device), attention_mask=mask, logits_to_keep=keep, use_cache=False)
     logits = out.logits if out.logits.dim() == 2 else out.logits[keep]  # a model that ignores the mask keeps all
-    return F.cross_entropy(logits.float(), labels[:, 1:][predicts], reduction="sum")
+    return summed_cross_entropy(logits, labels[:, 1:][predicts])
+
+
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ones, then zeros (or all ones)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
 def train(config: TrainConfig, *, force: bool = False) -> TrainResult:
@@ -168,6 +175,10 @@ def _train(config: TrainConfig, *, force: bool) -> TrainResult:
     peft_model = get_peft_model(model, lora)
     if precision in ("bf16", "fp16") and not config.base_dtype and not config.load_in_4bit:
         frozen_linears_to(peft_model, TORCH_DTYPES[precision])
+    if accelerator.device.type == "cpu":  # on CUDA PEFT's dropout is one fused kernel, bf16 attention fast
+        use_fast_lora_dropout(peft_model)
+        if precision in ("bf16", "fp16"):
+            use_fp32_attention(peft_model)
     loss_module = CausalLMLoss(peft_model)
     if config.load_in_4bit:  # what accelerate reads to leave a quantized model where it was loaded
         loss_module.__dict__.update(is_loaded_in_4bit=True, hf_device_map=model.hf_device_map)
@@ -368,7 +379,8 @@ def frozen_linears_to(model: Any, dtype: torch.dtype) -> int:
 
     Autocast casts a frozen fp32 weight to `dtype` on every forward (its cast cache keeps only weights that require
     grad); stored in `dtype` the matmuls get bit-identical inputs without the copies (8% faster training of SmolLM2
-    on CPU, docs/performance.md). Weights shared with another module (tied embeddings) and trainable ones stay fp32.
+    on CPU, docs/performance.md). A frozen weight shared with another module (a tied LM head) gets a copy of its own
+    in `dtype`, the other module keeps the original; trainable layers stay as they are.
     """
     uses: dict[int, int] = {}
     for _, param in model.named_parameters(remove_duplicate=False):
@@ -376,10 +388,12 @@ def frozen_linears_to(model: Any, dtype: torch.dtype) -> int:
     changed = 0
     for module in model.modules():
         trainable = any(p.requires_grad for p in module.parameters())
-        if type(module) is not nn.Linear or trainable or uses[module.weight.data_ptr()] > 1:
+        if type(module) is not nn.Linear or trainable:
             continue
         if not module.weight.is_floating_point() or module.weight.dtype == dtype:
             continue
+        if uses[module.weight.data_ptr()] > 1:
+            module.weight = nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
         module.to(dtype)
         changed += 1
     return changed
