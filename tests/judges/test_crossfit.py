@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import pytest
 
 from safedose.judges import get_judge, prompt_key
-from safedose.judges._crossfit import FULL, choose_by_inner_cv, cross_fit, fold_of
+from safedose.judges._crossfit import FULL, _fit_in_parallel, choose_by_inner_cv, cross_fit, fold_of
 
 PROMPTS = [f"Prompt number {i}" for i in range(40)]
 POOL = [p for p in PROMPTS for _ in range(3)]  # three answers per prompt
 
 
-def _recording_fit(seen: list[set[str]]) -> Any:
-    def fit(rows: np.ndarray, value: float) -> dict[str, Any]:
-        prompts = {POOL[i] for i in rows}
-        seen.append(prompts)
-        return {"prompts": prompts, "value": value}
-
-    return fit
+def _recording_fit(rows: np.ndarray, value: float) -> dict[str, Any]:
+    return {"prompts": {POOL[i] for i in rows}, "value": value, "pid": os.getpid()}
 
 
 def test_a_prompt_of_the_pool_is_scored_by_the_fold_model_that_never_saw_it() -> None:
-    seen: list[set[str]] = []
-    models, cv = cross_fit([prompt_key(p) for p in POOL], _recording_fit(seen), grid=[1.0, 2.0],
+    models, cv = cross_fit([prompt_key(p) for p in POOL], _recording_fit, grid=[1.0, 2.0],
                            loss=lambda model, rows: abs(model["value"] - 2.0))  # fmt: skip
-    assert set(cv) == {"1.0", "2.0"} and models.hyperparameter == 2.0
-    assert len(seen) == 2 * 5 + 1 and len(models.folds) == 5
+    assert set(cv) == {"1.0", "2.0"} and models.hyperparameter == 2.0 and len(models.folds) == 5
+    assert {m["value"] for m in [models.full, *models.folds]} == {2.0}
     assert models.full["prompts"] == set(PROMPTS)
     for prompt in PROMPTS:
         ((scored_by, model),) = models.assign([prompt.upper() + "  "])  # case and spacing do not matter
@@ -44,6 +39,22 @@ def test_apply_keeps_row_order_across_models() -> None:
     values, scored_by = models.apply(prompts, lambda model, idx: np.full(len(idx), float(model)))
     assert scored_by[1] == FULL and values[1] == len(POOL)
     assert values[0] == len(POOL) - sum(fold_of(prompt_key(p)) == fold_of(prompt_key(PROMPTS[0])) for p in POOL)
+
+
+def test_folds_fit_in_worker_processes_with_the_results_of_one_process() -> None:
+    keys = [prompt_key(p) for p in POOL]
+    fold = np.array([fold_of(k) for k in keys])
+    tasks = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(5)]
+
+    def loss(model: dict[str, Any], rows: np.ndarray) -> float:
+        return len(model["prompts"]) / model["value"] + len(rows)
+
+    one = _fit_in_parallel(_recording_fit, loss, [1.0, 4.0], tasks, jobs=1)
+    two = _fit_in_parallel(_recording_fit, loss, [1.0, 4.0], tasks, jobs=2)
+    strip = [[({k: v for k, v in m.items() if k != "pid"}, x) for m, x in task] for task in one]
+    assert strip == [[({k: v for k, v in m.items() if k != "pid"}, x) for m, x in task] for task in two]
+    assert {m["pid"] for task in one for m, _ in task} == {os.getpid()}
+    assert os.getpid() not in {m["pid"] for task in two for m, _ in task}  # the folds ran in worker processes
 
 
 def test_inner_cross_validation_chooses_the_lowest_loss() -> None:

@@ -109,18 +109,14 @@ def cross_fit(
     mean held-out `loss(model, held_out_rows)`, its fold models, and a full model with it. Returns the models and the
     cross-validated loss of each value."""
     fold = grouped_folds(keys, folds)
-    scores: dict[str, float] = {}
-    best: tuple[float, Any, list[Any]] | None = None
-    for value in grid:
-        models = [fit(np.flatnonzero(fold != k), value) for k in range(folds)]
-        mean = float(np.mean([loss(m, np.flatnonzero(fold == k)) for k, m in enumerate(models)]))
-        scores[str(value)] = mean
-        if best is None or mean < best[0]:
-            best = (mean, value, models)
-    assert best is not None, "an empty grid"
-    _, value, models = best
-    full = fit(np.arange(len(keys)), value)
-    return CrossFitted(full, models, frozenset(keys), value, scores), scores
+    everything = np.arange(len(keys))
+    tasks = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)] + [(everything, None)]
+    fitted = _fit_in_parallel(fit, loss, grid, tasks)
+    scores = {str(v): float(np.mean([fitted[k][j][1] for k in range(folds)])) for j, v in enumerate(grid)}
+    best = min(range(len(grid)), key=lambda j: scores[str(grid[j])])  # the first of equal losses, as before
+    models = [fitted[k][best][0] for k in range(folds)]
+    full = fitted[folds][best][0]
+    return CrossFitted(full, models, frozenset(keys), grid[best], scores), scores
 
 
 def choose_by_inner_cv(
@@ -130,12 +126,56 @@ def choose_by_inner_cv(
     grid: Sequence[Any],
     loss: Callable[[Any, np.ndarray], float],
     folds: int = 3,
+    jobs: int | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """The grid value with the lowest grouped-CV loss inside `keys`' rows (for nested validation)."""
+    """The grid value with the lowest grouped-CV loss inside `keys`' rows (for nested validation); `jobs` worker
+    processes (None: one per core)."""
     fold = grouped_folds(keys, folds)
-    scores = {}
-    for value in grid:
-        models = [fit(np.flatnonzero(fold != k), value) for k in range(folds)]
-        scores[str(value)] = float(np.mean([loss(m, np.flatnonzero(fold == k)) for k, m in enumerate(models)]))
+    tasks = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
+    fitted = _fit_in_parallel(fit, loss, grid, tasks, keep_models=False, jobs=jobs)
+    scores = {str(v): float(np.mean([fitted[k][j][1] for k in range(folds)])) for j, v in enumerate(grid)}
     best = min(grid, key=lambda v: scores[str(v)])
     return best, scores
+
+
+Task = tuple[np.ndarray, np.ndarray | None]  # training rows, held-out rows (None: no loss wanted)
+
+
+def _fit_in_parallel(
+    fit: Callable[[np.ndarray, Any], Any],
+    loss: Callable[[Any, np.ndarray], float],
+    grid: Sequence[Any],
+    tasks: Sequence[Task],
+    *,
+    keep_models: bool = True,
+    jobs: int | None = None,
+) -> list[list[tuple[Any, float]]]:
+    """For each task, (model, held-out loss) for every grid value, one worker process per task on the machine's
+    cores (joblib). A worker fits a task's features once for every value. BLAS runs on one thread inside a task
+    (its reductions' order depends on the thread count), so the models are the same in a worker, in this process
+    and on any number of cores."""
+    from joblib import Parallel, cpu_count, delayed
+
+    run = delayed(_fit_task)
+    out: list[list[tuple[Any, float]]] = Parallel(n_jobs=jobs or min(len(tasks), max(cpu_count(), 1)))(
+        run(fit, loss, grid, train, held, keep_models) for train, held in tasks
+    )
+    return out
+
+
+def _fit_task(
+    fit: Callable[[np.ndarray, Any], Any],
+    loss: Callable[[Any, np.ndarray], float],
+    grid: Sequence[Any],
+    train: np.ndarray,
+    held: np.ndarray | None,
+    keep_models: bool,
+) -> list[tuple[Any, float]]:
+    from threadpoolctl import threadpool_limits
+
+    out = []
+    with threadpool_limits(1):
+        for value in grid:
+            model = fit(train, value)
+            out.append((model if keep_models else None, float("nan") if held is None else loss(model, held)))
+    return out

@@ -124,22 +124,17 @@ class RefusalJudge:
         folds: dict[str, Any] = {}
         chosen: dict[str, Any] = {}
         pooled: dict[str, list[str]] = {"human": [], "judge": [], "strmatch": [], "ids": []}
-        for held in models:
-            test = [i for i, r in enumerate(rows) if r["source_model"] == held]
-            pool = [x for x, r in zip(xstest, rows, strict=True) if r["source_model"] != held] + others
-            keys = [prompt_key(x.prompt) for x in pool]
-            fit = fitter(pool)
-            c, inner = choose_by_inner_cv(keys, fit, grid=GRID, loss=_kappa_loss(pool))
+        tests = [[i for i, r in enumerate(rows) if r["source_model"] == held] for held in models]
+        pools = [[x for x, r in zip(xstest, rows, strict=True) if r["source_model"] != held] + others
+                 for held in models]  # fmt: skip
+        from joblib import Parallel, cpu_count, delayed
+
+        predictions = delayed(_held_out_predictions)
+        held_out = Parallel(n_jobs=min(len(models), max(cpu_count(), 1)))(
+            predictions(pool, [xstest[i] for i in test]) for pool, test in zip(pools, tests, strict=True)
+        )
+        for held, test, (c, inner, predicted) in zip(models, tests, held_out, strict=True):
             chosen[held] = {"C": c, "inner_cv_1_minus_kappa": inner}
-            # Score each prompt fold with a model trained without those prompts.
-            test_fold = grouped_folds([prompt_key(xstest[i].prompt) for i in test])
-            pool_fold = grouped_folds(keys)
-            predicted: list[str] = [""] * len(test)
-            for k in sorted(set(test_fold)):
-                model = fit(np.flatnonzero(pool_fold != k), c)
-                at = [j for j, f in enumerate(test_fold) if f == k]
-                for j, label in zip(at, predict(model, [xstest[test[j]].response for j in at]), strict=True):
-                    predicted[j] = label
             human = [rows[i]["label"] for i in test]
             baseline = [strmatch_label(str(rows[i]["completion"])) for i in test]
             first, second = ([XSTEST_LABELS[str(rows[i][k])] for i in test] for k in ("annotation_1", "annotation_2"))
@@ -166,6 +161,28 @@ class RefusalJudge:
                 "strmatch": agreement(pooled["human"], pooled["strmatch"], REFUSAL_LABELS, groups=pooled["ids"]),
             },
         }
+
+
+def _held_out_predictions(
+    pool: Sequence[Labelled], test: Sequence[Labelled]
+) -> tuple[Any, dict[str, float], list[str]]:
+    """C chosen by grouped CV inside `pool`, then each prompt fold of `test` labelled by a model fitted on `pool`
+    without those prompts (one worker process per held-out model; BLAS on one thread, as in every build)."""
+    from threadpoolctl import threadpool_limits
+
+    keys = [prompt_key(x.prompt) for x in pool]
+    fit = fitter(pool)
+    with threadpool_limits(1):
+        c, inner = choose_by_inner_cv(keys, fit, grid=GRID, loss=_kappa_loss(pool), jobs=1)
+        test_fold = grouped_folds([prompt_key(x.prompt) for x in test])
+        pool_fold = grouped_folds(keys)
+        predicted: list[str] = [""] * len(test)
+        for k in sorted(set(test_fold)):
+            model = fit(np.flatnonzero(pool_fold != k), c)
+            at = [j for j, f in enumerate(test_fold) if f == k]
+            for j, label in zip(at, predict(model, [test[j].response for j in at]), strict=True):
+                predicted[j] = label
+    return c, inner, predicted
 
 
 def _gpt4_agreement(human: Sequence[str], gpt4: Sequence[str | None], ids: Sequence[str]) -> dict[str, Any]:

@@ -28,12 +28,16 @@ def built_path(name: str, revision: str, sources: Sequence[str]) -> Path:
 
 
 def load_or_build(name: str, revision: str, sources: Sequence[str], build: Callable[[], Any]) -> Any:
-    """The built object from the cache, or build it now (deterministic) and store it atomically."""
+    """The built object from the cache, or build it now (deterministic: BLAS on one thread, whatever the cores) and
+    store it atomically."""
+    from threadpoolctl import threadpool_limits
+
     path = built_path(name, revision, sources)
     if path.is_file():
         with open(path, "rb") as f:
             return pickle.load(f)  # written by this function only, into the user's own cache
-    obj = build()
+    with threadpool_limits(1):
+        obj = build()
     with atomic_open(path, "wb") as f:
         pickle.dump(obj, f)
     return obj

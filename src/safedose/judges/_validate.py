@@ -34,7 +34,10 @@ def validate(name: str, *, limit: int | None = None) -> dict[str, Any]:
     base, _, arg = name.partition(":")
     trained = JUDGES.get(base).trained
     if trained is not None and not arg:
-        metrics = trained.validate()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # the same numbers on any number of cores
+            metrics = trained.validate()
         save_metrics(trained.name, trained.revision, trained.sources, metrics)
         return metrics
     return _validate_on_xstest(get_judge(name))
