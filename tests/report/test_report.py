@@ -198,3 +198,11 @@ def test_a_metrics_file_without_agreement_still_renders(tmp_path: Path) -> None:
     write_json(run / "results" / "metrics.json", data)
     html = write_report(run).read_text()
     assert "No two judges answer the same question" in html
+
+
+def test_a_sweep_without_a_moderation_judge_has_a_harm_figure_of_its_own(tmp_path: Path) -> None:
+    judged = [JudgedAnswer.model_validate({**row.model_dump(), "verdicts": {
+        role: v for role, v in row.verdicts.items() if role != "moderation"}}) for row in judged_fixture()]  # fmt: skip
+    html = write_report(make_run(tmp_path, judged)).read_text()
+    assert "3. Harm score and moderation flag rate" not in html and "No moderation judge in this sweep" in html
+    assert html.count("data:image/png;base64,") == 6

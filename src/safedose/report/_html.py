@@ -536,15 +536,23 @@ def _figures(run: Path, metrics: MetricsFile, entries: Sequence[Entry], base_tem
          f"2. Over-refusal (`refusal` or `partial` on safe prompts) on each safe set. "
          f"Points: share of answers; {_bars(entries, 'rate')} {_n_text(rows)}.{untuned_note}")  # fmt: skip
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    harm = _rate_plot(axes[0], entries, "harm_score", sets.get("harm_score", []), "mean P(harmful)")
-    axes[0].set_title("Harm score (relative)")
-    flags = _rate_plot(axes[1], entries, "flag_rate", sets.get("flag_rate", []), "share flagged")
-    axes[1].set_title("Moderation flag rate")
-    axes[1].set_ylim(-0.02, 1.02)
-    save(fig, "harm_and_flags.png", "3. Harm score and moderation flag rate",
-         f"3. Left: mean harm score P(harmful) per eval set; {_bars(entries, 'score')} {_n_text(harm)}. Right: share "
-         f"of answers the moderation judge flags; {_bars(entries, 'rate')} {_n_text(flags)}.")  # fmt: skip
+    if sets.get("flag_rate"):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        harm = _rate_plot(axes[0], entries, "harm_score", sets.get("harm_score", []), "mean P(harmful)")
+        axes[0].set_title("Harm score (relative)")
+        flags = _rate_plot(axes[1], entries, "flag_rate", sets["flag_rate"], "share flagged")
+        axes[1].set_title("Moderation flag rate")
+        axes[1].set_ylim(-0.02, 1.02)
+        save(fig, "harm_and_flags.png", "3. Harm score and moderation flag rate",
+             f"3. Left: mean harm score P(harmful) per eval set; {_bars(entries, 'score')} {_n_text(harm)}. Right: "
+             f"share of answers the moderation judge flags; {_bars(entries, 'rate')} {_n_text(flags)}.")  # fmt: skip
+    else:  # no moderation judge in this sweep
+        fig, ax = plt.subplots(figsize=(6, 4))
+        harm = _rate_plot(ax, entries, "harm_score", sets.get("harm_score", []), "mean P(harmful)")
+        ax.set_title("Harm score (relative)")
+        save(fig, "harm_and_flags.png", "3. Harm score",
+             f"3. Mean harm score P(harmful) per eval set; {_bars(entries, 'score')} {_n_text(harm)}. No moderation "
+             "judge in this sweep.")  # fmt: skip
 
     save(*_capability_figure(plt, metrics, entries))
     save(*_frontier_figure(plt, metrics, entries))
