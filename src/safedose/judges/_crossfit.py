@@ -154,13 +154,18 @@ def _fit_in_parallel(
     cores (joblib). A worker fits a task's features once for every value. BLAS runs on one thread inside a task
     (its reductions' order depends on the thread count), so the models are the same in a worker, in this process
     and on any number of cores."""
+    return in_processes(_fit_task, [(fit, loss, grid, train, held, keep_models) for train, held in tasks], jobs=jobs)
+
+
+def in_processes(
+    function: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, jobs: int | None = None
+) -> list[Any]:
+    """`[function(*args) for args in calls]`, in joblib worker processes (`jobs`; None: one per core, at most one
+    per call); results in call order."""
     from joblib import Parallel, cpu_count, delayed
 
-    run = delayed(_fit_task)
-    out: list[list[tuple[Any, float]]] = Parallel(n_jobs=jobs or min(len(tasks), max(cpu_count(), 1)))(
-        run(fit, loss, grid, train, held, keep_models) for train, held in tasks
-    )
-    return out
+    run = delayed(function)
+    return list(Parallel(n_jobs=jobs or min(len(calls), max(cpu_count(), 1)))(run(*args) for args in calls))
 
 
 def _fit_task(

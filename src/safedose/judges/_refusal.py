@@ -14,6 +14,7 @@ from safedose.judges._crossfit import (
     choose_by_inner_cv,
     cross_fit,
     grouped_folds,
+    in_processes,
     prompt_key,
     score_answers,
 )
@@ -127,12 +128,8 @@ class RefusalJudge:
         tests = [[i for i, r in enumerate(rows) if r["source_model"] == held] for held in models]
         pools = [[x for x, r in zip(xstest, rows, strict=True) if r["source_model"] != held] + others
                  for held in models]  # fmt: skip
-        from joblib import Parallel, cpu_count, delayed
-
-        predictions = delayed(_held_out_predictions)
-        held_out = Parallel(n_jobs=min(len(models), max(cpu_count(), 1)))(
-            predictions(pool, [xstest[i] for i in test]) for pool, test in zip(pools, tests, strict=True)
-        )
+        calls = [(pool, [xstest[i] for i in test]) for pool, test in zip(pools, tests, strict=True)]
+        held_out = in_processes(_held_out_predictions, calls)  # one worker process per held-out model
         for held, test, (c, inner, predicted) in zip(models, tests, held_out, strict=True):
             chosen[held] = {"C": c, "inner_cv_1_minus_kappa": inner}
             human = [rows[i]["label"] for i in test]
