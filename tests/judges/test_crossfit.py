@@ -74,3 +74,20 @@ def test_trained_judges_never_score_an_answer_to_a_prompt_they_trained_on(name: 
     k = fold_of(prompt_key(trained_on))
     assert verdicts[0]["scored_by"] == f"fold-{k + 1}/5" and verdicts[1]["scored_by"] == FULL
     assert prompt_key(trained_on) in judge.models.seen
+
+
+def test_features_are_fitted_once_per_training_set_and_equal_a_fit_then_transform() -> None:
+    from safedose.judges._features import fitted_once, lexical_features, refusal_features
+
+    texts = [f"I cannot help with {i}, sorry." if i % 3 else f"Sure! Step {i}: mix the things." for i in range(60)]
+    for make in (lexical_features, refusal_features):
+        features = fitted_once(make, texts)
+        rows = np.arange(0, 60, 2)
+        vectoriser, x = features(rows)
+        again, x_again = features(rows.copy())
+        assert again is vectoriser and x_again is x  # the same rows: fitted once
+        reference = make().fit([texts[i] for i in rows])
+        expected = reference.transform([texts[i] for i in rows])
+        assert x.shape == expected.shape and abs(x - expected).max() < 1e-12  # equal up to summation order
+        assert abs(vectoriser.transform(texts[1:2]) - reference.transform(texts[1:2])).max() < 1e-12
+        assert features(np.arange(30))[0] is not vectoriser

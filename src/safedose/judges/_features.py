@@ -62,8 +62,8 @@ def fitted_once(make: Callable[[], Any], texts: Sequence[str]) -> Callable[[np.n
         key = np.asarray(rows, dtype=np.int64).tobytes()
         if key not in done:
             chosen = [texts[i] for i in rows]
-            vectoriser = make().fit(chosen)
-            done[key] = (vectoriser, vectoriser.transform(chosen))
+            vectoriser = make()
+            done[key] = (vectoriser, vectoriser.fit_transform(chosen))  # one pass of the analyser, not two
         return done[key]
 
     return features
