@@ -10,8 +10,8 @@ import torch
 
 
 def cpu_kind() -> str:
-    """The CPU model, its bf16 instructions (AVX-512 BF16 / AMX: bf16 autocast; neither: fp32), torch's threads and
-    the load average."""
+    """The CPU model, its bf16 instructions (AVX-512 BF16 / AMX: bf16 autocast; neither: fp32), the vector kernels
+    ATen runs, torch's threads and the load average."""
     name = platform.processor() or "unknown CPU"
     flags: set[str] = set()
     try:
@@ -24,4 +24,6 @@ def cpu_kind() -> str:
         pass
     bf16 = "/".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no bf16 instructions: fp32"
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{name}, {os.cpu_count()} CPUs ({bf16}), torch threads {torch.get_num_threads()}, load {load}"
+    kernels = torch.backends.cpu.get_cpu_capability()  # what ATen runs: AVX2 under ATEN_CPU_CAPABILITY=avx2
+    threads = torch.get_num_threads()
+    return f"{name}, {os.cpu_count()} CPUs ({bf16}), {kernels} kernels, torch threads {threads}, load {load}"
