@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _cpu import cpu_kind
+from _steps import optimizer_step, parse_step_options, random_batch, step_options, time_steps, warm_up
 from torch import nn
 
-from safedose.generate._settings import resolve_dtype
 from safedose.models import resolve_model
 from safedose.train._data import IGNORE
 from safedose.train._fast import use_fast_lora_dropout, use_fp32_attention
@@ -142,45 +141,24 @@ def make_step(args: argparse.Namespace, batch: dict[str, torch.Tensor], variant:
                     loss = HeadCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets)  # type: ignore[no-untyped-call]
             else:
                 loss = summed_token_nll(peft_model, **batch)
-        (loss / 1000).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return optimizer_step(loss, optimizer)
 
     return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--length", type=int, default=140)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="fp32")
-    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="LoRA target modules")
-    args = parser.parse_args()
-    args.targets = args.targets.split(",")
-    args.half = resolve_dtype(args.dtype) == "bf16"
-    print(f"CPU: {cpu_kind()}; {'bf16 autocast' if args.half else 'fp32'}")
+    step_options(parser, batch_size=4, length=140, dtype="fp32")
+    args = parse_step_options(parser)
     rows = args.batch_size * args.length
     print("\n| sgemm (fp32) | GFLOP/s |\n|---|---|")
-    for m, k, n in [
-        (2048, 2048, 2048),
-        (rows, 576, 1536),
-        (rows, 1536, 576),
-        (rows, 576, 576),
-        (rows // 2, 576, 49152),
-    ]:
+    shapes = [(2048, 2048, 2048), (rows, 576, 1536), (rows, 1536, 576), (rows, 576, 576), (rows // 2, 576, 49152)]
+    for m, k, n in shapes:
         print(f"| {m} x {k} x {n} | {gflops(m, k, n):.0f} |")
 
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 40000, (args.batch_size, args.length), generator=g)
-    labels = ids.clone()
-    labels[:, : args.length // 2] = IGNORE  # the prompt: half the row, as in the demo's mixes
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    batch = random_batch(args, prompt=1 / 2)  # half of each row is the prompt, as in the demo's mixes
     steps = {v: make_step(args, batch, v) for v in ("plain", "fused head", "fused gate/up")}
-    for v, step in steps.items():
-        print(f"{v}: first step loss {step():.4f}, second {step():.4f}")  # also the warm-up
+    warm_up(steps)
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -190,19 +168,7 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in events)
     mm = sum(e.self_cpu_time_total for e in events if e.key == "aten::mm")
     print(f"\naten::mm: {100 * mm / total:.0f}% of a plain step's CPU time")
-
-    seconds: dict[str, list[float]] = {v: [] for v in steps}
-    for _ in range(args.rounds):
-        for v, step in steps.items():
-            started = time.perf_counter()
-            step()
-            seconds[v].append(time.perf_counter() - started)
-    print(f"CPU after: {cpu_kind()}")
-    base = sorted(seconds["plain"])[args.rounds // 2]
-    print("\n| variant | s/step (median) | tokens/s | vs plain |\n|---|---|---|---|")
-    for v, times in seconds.items():
-        median = sorted(times)[args.rounds // 2]
-        print(f"| {v} | {median:.2f} | {rows / median:.0f} | {base / median:.3f}x |")
+    time_steps(steps, rounds=args.rounds, tokens=rows)
 
 
 if __name__ == "__main__":

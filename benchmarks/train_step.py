@@ -21,15 +21,13 @@ losses are printed (the first equal up to rounding: LoRA B starts at zero, so dr
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _cpu import cpu_kind
+from _steps import optimizer_step, parse_step_options, random_batch, step_options, time_steps, warm_up
 
-from safedose.generate._settings import resolve_dtype
 from safedose.models import resolve_model
 from safedose.train._data import IGNORE
 from safedose.train._fast import summed_cross_entropy, use_fast_lora_dropout, use_fp32_attention
@@ -79,53 +77,22 @@ def make_step(
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
             loss = summed_token_nll(peft_model, **batch) if complete else partial_nll(changes, peft_model, batch)
-        (loss / 1000).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return optimizer_step(loss, optimizer)
 
     return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--length", type=int, default=160)
+    step_options(parser, batch_size=8, length=160, dtype="auto")
     parser.add_argument("--pad", type=int, default=10, help="the last row is this many tokens shorter")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
-    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="LoRA target modules")
-    args = parser.parse_args()
-    args.targets = args.targets.split(",")
-    args.half = resolve_dtype(args.dtype) == "bf16"
-    print(f"CPU: {cpu_kind()}; {'bf16 autocast' if args.half else 'fp32'}")
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 40000, (args.batch_size, args.length), generator=g)
-    labels = ids.clone()
-    labels[:, : args.length // 3] = IGNORE  # the prompt
-    mask = torch.ones_like(ids)
-    if args.pad:
-        mask[-1, -args.pad :], labels[-1, -args.pad :], ids[-1, -args.pad :] = 0, IGNORE, 2
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    args = parse_step_options(parser)
+    batch = random_batch(args, prompt=1 / 3, pad=args.pad)
     applicable = [c for c in CHANGES if args.half or c not in ("tied LM head in bf16", "fp32 attention")]
-    variants = {"before": []} | {f"+ {c}": applicable[: i + 1] for i, c in enumerate(applicable)}
+    variants: dict[str, list[str]] = {"before": []} | {f"+ {c}": applicable[: i + 1] for i, c in enumerate(applicable)}
     steps = {v: make_step(c, args, batch, complete=c == applicable) for v, c in variants.items()}
-    for v, step in steps.items():
-        print(f"{v}: first step loss {step():.4f}, second {step():.4f}")  # also the warm-up
-    seconds: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for v, step in steps.items():
-            started = time.perf_counter()
-            step()
-            seconds[v].append(time.perf_counter() - started)
-    print(f"CPU after: {cpu_kind()}")
-    tokens = int(mask.sum())  # real (non-pad) tokens per step
-    base = sorted(seconds["before"])[args.rounds // 2]
-    print("| variant | s/step (median) | real tokens/s | vs before |\n|---|---|---|---|")
-    for v, times in seconds.items():
-        median = sorted(times)[args.rounds // 2]
-        print(f"| {v} | {median:.2f} | {tokens / median:.0f} | {base / median:.2f}x |")
+    warm_up(steps)
+    time_steps(steps, rounds=args.rounds, tokens=int(batch["attention_mask"].sum()))  # real (non-pad) tokens
 
 
 if __name__ == "__main__":
