@@ -173,7 +173,11 @@ def test_trend_is_undefined_with_a_reason_instead_of_crashing() -> None:
     assert same.slope is None and same.reason is not None and "same value" in same.reason
     separated = logistic_trend([0, 0, 50, 50, 150, 150], [1.0, 1.0, 0.0, 0.0, 0.0, 0.0], ["a", "b"] * 3)
     assert separated.slope is None and separated.reason is not None and "perfect separation" in separated.reason
-    assert "-inf" in separated.reason
+    assert separated.reason == "perfect separation: every answer is 1 up to dose 0 and 0 from dose 50 on (slope -inf)"
+    quasi = logistic_trend([0, 0, 50, 50, 150, 150], [0.0, 0.0, 1.0, 0.0, 1.0, 1.0], ["a", "b"] * 3)
+    assert quasi.reason == (
+        "quasi-perfect separation: every answer is 0 below dose 50 and 1 above it, both at dose 50 (slope +inf)"
+    )
     one_dose = logistic_trend([50, 50], [1.0, 0.0], ["a", "b"])
     assert one_dose.reason == "fewer than two doses"
 

@@ -536,12 +536,18 @@ def _undefined(reason: str) -> TrendFit:
 def _separation(x: np.ndarray, y: np.ndarray, doses: np.ndarray) -> str | None:
     """Why a 0/1 outcome is perfectly (or quasi-perfectly) separated by x, if it is."""
     ones, zeros = x[y == 1], x[y == 0]
-    if ones.max() <= zeros.min():
-        cut = int(doses[x == ones.max()][0])
-        return f"perfect separation: every answer is 1 up to dose {cut} and 0 from there on (slope -inf)"
-    if zeros.max() <= ones.min():
-        cut = int(doses[x == zeros.max()][0])
-        return f"perfect separation: every answer is 0 up to dose {cut} and 1 from there on (slope +inf)"
+
+    def dose(at: float) -> int:
+        return int(doses[x == at][0])
+
+    for below, above, a, b, sign in ((ones, zeros, 1, 0, "-"), (zeros, ones, 0, 1, "+")):
+        if below.max() < above.min():
+            return (f"perfect separation: every answer is {a} up to dose {dose(below.max())} and {b} from dose "
+                    f"{dose(above.min())} on (slope {sign}inf)")  # fmt: skip
+        if below.max() == above.min():
+            cut = dose(below.max())
+            return (f"quasi-perfect separation: every answer is {a} below dose {cut} and {b} above it, both at dose "
+                    f"{cut} (slope {sign}inf)")  # fmt: skip
     return None
 
 
