@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from _cpu import cpu_kind
 
 from safedose.generate._settings import resolve_dtype
+from safedose.models import resolve_model
 from safedose.train._data import IGNORE
 
 
@@ -42,6 +44,21 @@ def random_batch(args: argparse.Namespace, *, prompt: float, pad: int = 0) -> di
     if pad:
         mask[-1, -pad:], labels[-1, -pad:], ids[-1, -pad:] = 0, IGNORE, 2
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def lora_model(args: argparse.Namespace) -> Any:
+    """SmolLM2 (or `--model`) in fp32 with a seeded LoRA r=8 / alpha 16 / dropout 0.05 on `--targets`, training."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(args.model), dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=args.targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config).train()
+
+
+def adamw(model: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:

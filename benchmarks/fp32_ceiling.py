@@ -24,10 +24,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _steps import optimizer_step, parse_step_options, random_batch, step_options, time_steps, warm_up
+from _steps import (
+    adamw,
+    lora_model,
+    optimizer_step,
+    parse_step_options,
+    random_batch,
+    step_options,
+    time_steps,
+    warm_up,
+)
 from torch import nn
 
-from safedose.models import resolve_model
 from safedose.train._data import IGNORE
 from safedose.train._fast import use_fast_lora_dropout, use_fp32_attention
 from safedose.train._recipe import frozen_linears_to, summed_token_nll
@@ -110,13 +118,7 @@ def gflops(m: int, k: int, n: int, rounds: int = 10) -> float:
 
 
 def make_step(args: argparse.Namespace, batch: dict[str, torch.Tensor], variant: str) -> Callable[[], float]:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(args.model), dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=args.targets, task_type="CAUSAL_LM")
-    peft_model: Any = get_peft_model(model, config).train()
+    peft_model = lora_model(args)
     if args.half:  # as `train` does under bf16 autocast
         frozen_linears_to(peft_model, torch.bfloat16)
         use_fp32_attention(peft_model)
@@ -125,7 +127,7 @@ def make_step(args: argparse.Namespace, batch: dict[str, torch.Tensor], variant:
     if variant == "fused gate/up":
         for layer in base.model.layers:
             layer.mlp = FusedGateUpMLP(layer.mlp)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = adamw(peft_model)
     labels = batch["labels"]
     keep = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
     targets = labels[:, 1:][labels[:, 1:] != IGNORE]

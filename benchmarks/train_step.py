@@ -26,9 +26,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _steps import optimizer_step, parse_step_options, random_batch, step_options, time_steps, warm_up
+from _steps import (
+    adamw,
+    lora_model,
+    optimizer_step,
+    parse_step_options,
+    random_batch,
+    step_options,
+    time_steps,
+    warm_up,
+)
 
-from safedose.models import resolve_model
 from safedose.train._data import IGNORE
 from safedose.train._fast import summed_cross_entropy, use_fast_lora_dropout, use_fp32_attention
 from safedose.train._recipe import frozen_linears_to, summed_token_nll
@@ -53,13 +61,7 @@ def partial_nll(changes: list[str], model: Any, batch: dict[str, torch.Tensor]) 
 def make_step(
     changes: list[str], args: argparse.Namespace, batch: dict[str, torch.Tensor], *, complete: bool
 ) -> Callable[[], float]:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(args.model), dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=args.targets, task_type="CAUSAL_LM")
-    peft_model: Any = get_peft_model(model, config).train()
+    peft_model = lora_model(args)
     half = args.half
     if half:
         head = peft_model.get_output_embeddings()
@@ -71,7 +73,7 @@ def make_step(
         use_fast_lora_dropout(peft_model)
     if "fp32 attention" in changes:
         use_fp32_attention(peft_model)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = adamw(peft_model)
 
     def step() -> float:
         torch.manual_seed(1)

@@ -540,14 +540,15 @@ def _separation(x: np.ndarray, y: np.ndarray, doses: np.ndarray) -> str | None:
     def dose(at: float) -> int:
         return int(doses[x == at][0])
 
-    for below, above, a, b, sign in ((ones, zeros, 1, 0, "-"), (zeros, ones, 0, 1, "+")):
-        if below.max() < above.min():
-            return (f"perfect separation: every answer is {a} up to dose {dose(below.max())} and {b} from dose "
-                    f"{dose(above.min())} on (slope {sign}inf)")  # fmt: skip
-        if below.max() == above.min():
-            cut = dose(below.max())
-            return (f"quasi-perfect separation: every answer is {a} below dose {cut} and {b} above it, both at dose "
-                    f"{cut} (slope {sign}inf)")  # fmt: skip
+    # (answers at low doses, at high doses, their label, the other label, the sign of the infinite slope)
+    for low, high, first, then, sign in ((ones, zeros, 1, 0, "-"), (zeros, ones, 0, 1, "+")):
+        if low.max() < high.min():
+            return (f"perfect separation: every answer is {first} up to dose {dose(low.max())} and {then} from dose "
+                    f"{dose(high.min())} on (slope {sign}inf)")  # fmt: skip
+        if low.max() == high.min():
+            cut = dose(low.max())
+            return (f"quasi-perfect separation: every answer is {first} below dose {cut} and {then} above it, both at "
+                    f"dose {cut} (slope {sign}inf)")  # fmt: skip
     return None
 
 
