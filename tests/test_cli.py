@@ -3,7 +3,7 @@ import json
 import pytest
 from rich.console import Console
 
-import safedose.cli
+import safedose.cli._output
 from safedose.data import DATASETS
 from safedose.models import EMBEDDED
 
@@ -45,7 +45,7 @@ def test_models_list_piped_and_json(cli) -> None:  # type: ignore[no-untyped-def
 
 
 def test_tables_on_a_narrow_terminal_fold_instead_of_cutting(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(safedose.cli, "console", Console(force_terminal=True, width=60, color_system=None))
+    monkeypatch.setattr(safedose.cli._output, "console", Console(force_terminal=True, width=60, color_system=None))
     result = cli("data", "list", "--no-verify")
     assert result.code == 0, result.err
     assert "┃ name" in result.out and "…" not in result.out

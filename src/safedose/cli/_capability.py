@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from safedose.cli import _output
+
 
 def capability_command(
     model: str = typer.Argument(..., help="Embedded name, local dir or HF id of the base model."),
@@ -25,7 +27,6 @@ def capability_command(
     """Score a model and its adapters on lm-evaluation-harness tasks, loading the base weights once."""
     from safedose.capability._harness import evaluate_benchmarks
     from safedose.capability._settings import BenchmarkSettings
-    from safedose.cli import _print_table
     from safedose.files import write_json
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -44,7 +45,7 @@ def capability_command(
             interval = f" [{r.lo:.2f}, {r.hi:.2f}]" if r.lo is not None and r.hi is not None else ""
             cells.append("-" if r.value is None else f"{r.value:.3f}{interval}")
         table.append([task, metric, str(by[(variants[0], task, metric)].n), *cells])
-    _print_table(["task", "metric", "items", *variants], table, title="accuracy [95% interval]")
+    _output.print_table(["task", "metric", "items", *variants], table, title="accuracy [95% interval]")
     if out is not None:
         write_json(out, {"settings": settings.model_dump(), "model": model,
                          "scores": [json.loads(r.model_dump_json()) for r in rows]})  # fmt: skip
