@@ -1,4 +1,8 @@
 import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -51,3 +55,30 @@ def test_tables_on_a_narrow_terminal_fold_instead_of_cutting(cli, monkeypatch: p
     assert "┃ name" in result.out and "…" not in result.out
     cells = "".join(line.split("│")[1].strip() for line in result.out.splitlines() if line.startswith("│"))
     assert "I-MaliciousInstructions" in cells
+
+
+SAFEDOSE = str(Path(sys.executable).parent / "safedose")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["sweep", "--bogus", "x"], "No such option: --bogus"), (["sweep"], "Missing argument"),
+     (["nosuchcmd"], "No such command 'nosuchcmd'"), (["data", "mix", "--n", "0"], "Missing option")],
+)  # fmt: skip
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    proc = subprocess.run([SAFEDOSE, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and needle in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_version_names_the_package_and_the_recipe_and_schema_versions() -> None:
+    from safedose.run import SCHEMA_VERSION
+    from safedose.sweep._plan import MIX_RECIPE_VERSION
+    from safedose.train import RECIPE_VERSION
+
+    proc = subprocess.run([SAFEDOSE, "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"safedose {version('safedose')} (") and proc.stdout.count("\n") == 1
+    assert f"run schema {SCHEMA_VERSION}" in proc.stdout and f"training recipe {RECIPE_VERSION}" in proc.stdout
+    assert f"mix recipe {MIX_RECIPE_VERSION}" in proc.stdout

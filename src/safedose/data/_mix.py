@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from safedose.data._overlap import (
 )
 from safedose.data._records import EvalPrompt, InstructionRecord
 from safedose.data._sources import load_eval_prompts, load_instructions
-from safedose.errors import SafedoseError
+from safedose.errors import InputError, SafedoseError
 from safedose.files import publish_dir, sha256_file, write_json, write_jsonl
 
 if TYPE_CHECKING:
@@ -99,6 +100,9 @@ def mix(
         raise SafedoseError("--max-tokens must be at least 1")
 
     pools = {"safety": load_instructions(safety), "base": load_instructions(base)}
+    for name, source in (("base", base), ("safety", safety)):
+        if not pools[name] and (name == "base" or doses[-1] > 0):
+            raise InputError(source, None, f"no records (the {name} pool is empty)")
     dropped: dict[str, Counter[str]] = {name: Counter() for name in pools}
 
     seen_exact: set[tuple[str, str, str]] = set()
@@ -144,50 +148,54 @@ def mix(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    write_jsonl(test_file(staging), (r.model_dump() for r in test_rows))
-    per_dose: dict[str, Any] = {}
-    for dose in doses:
-        rows = _shuffled(train_base + safety_rows[:dose], seed, f"dose-{dose}")
-        write_jsonl(train_file(staging, dose), (r.model_dump() for r in rows))
-        write_jsonl(val_file(staging, dose), (r.model_dump() for r in val_rows))
-        per_dose[str(dose)] = {
-            "train_rows": len(rows),
-            "val_rows": len(val_rows),
-            "by_source": dict(sorted(Counter(r.source for r in rows).items())),
+    try:
+        write_jsonl(test_file(staging), (r.model_dump() for r in test_rows))
+        per_dose: dict[str, Any] = {}
+        for dose in doses:
+            rows = _shuffled(train_base + safety_rows[:dose], seed, f"dose-{dose}")
+            write_jsonl(train_file(staging, dose), (r.model_dump() for r in rows))
+            write_jsonl(val_file(staging, dose), (r.model_dump() for r in val_rows))
+            per_dose[str(dose)] = {
+                "train_rows": len(rows),
+                "val_rows": len(val_rows),
+                "by_source": dict(sorted(Counter(r.source for r in rows).items())),
+            }
+            if forms_sheet is not None:
+                per_dose[str(dose)]["safety_by_form"] = dict(sorted(Counter(forms_sheet["forms"][:dose]).items()))
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+        datasheet = {
+            "catalog_version": CATALOG_VERSION,
+            "format": format,
+            "seed": seed,
+            "doses": doses,
+            "base": {"source": base, "size": base_size, "licence": _licence(base)},
+            "safety": {"source": safety, "licence": _licence(safety)},
+            "base_splits": {
+                "drawn_from": "the filtered base pool, shuffled once with the seed and cut into val, train, test",
+                "val": {"rows": val_size, "file": "mix-n{N}.val.jsonl", "use": "checkpoint selection only"},
+                "train": {"rows": base_size, "file": "mix-n{N}.train.jsonl", "use": "training, in every dose"},
+                "test": {"rows": test_size, "file": test_file(Path()).name, "use": "held-out capability loss only"},
+            },
+            "pool_rows_after_filtering": {name: len(rows) for name, rows in pools.items()},
+            "dropped": {name: dict(sorted(c.items())) for name, c in dropped.items()},
+            "contamination": {
+                "method": f"normalised exact match, or >= {CONTAMINATION_THRESHOLD:.0%} of the eval prompt's "
+                f"word {NGRAM}-grams in the training instruction + input",
+                "eval_sets": contamination_sets,
+                "dropped_by_eval_set": contaminated,
+            },
+            "max_tokens": max_tokens,
+            "tokenizer": tokenizer if max_tokens is not None else None,
+            "per_dose": per_dose,
+            "files": files,
         }
         if forms_sheet is not None:
-            per_dose[str(dose)]["safety_by_form"] = dict(sorted(Counter(forms_sheet["forms"][:dose]).items()))
-    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-    datasheet = {
-        "catalog_version": CATALOG_VERSION,
-        "format": format,
-        "seed": seed,
-        "doses": doses,
-        "base": {"source": base, "size": base_size, "licence": _licence(base)},
-        "safety": {"source": safety, "licence": _licence(safety)},
-        "base_splits": {
-            "drawn_from": "the filtered base pool, shuffled once with the seed and cut into val, train, test",
-            "val": {"rows": val_size, "file": "mix-n{N}.val.jsonl", "use": "checkpoint selection only"},
-            "train": {"rows": base_size, "file": "mix-n{N}.train.jsonl", "use": "training, in every dose"},
-            "test": {"rows": test_size, "file": test_file(Path()).name, "use": "held-out capability loss only"},
-        },
-        "pool_rows_after_filtering": {name: len(rows) for name, rows in pools.items()},
-        "dropped": {name: dict(sorted(c.items())) for name, c in dropped.items()},
-        "contamination": {
-            "method": f"normalised exact match, or >= {CONTAMINATION_THRESHOLD:.0%} of the eval prompt's "
-            f"word {NGRAM}-grams in the training instruction + input",
-            "eval_sets": contamination_sets,
-            "dropped_by_eval_set": contaminated,
-        },
-        "max_tokens": max_tokens,
-        "tokenizer": tokenizer if max_tokens is not None else None,
-        "per_dose": per_dose,
-        "files": files,
-    }
-    if forms_sheet is not None:
-        datasheet["formats"] = {k: v for k, v in forms_sheet.items() if k != "forms"}
-    write_json(staging / "datasheet.json", datasheet)
-    publish_dir(staging, out)
+            datasheet["formats"] = {k: v for k, v in forms_sheet.items() if k != "forms"}
+        write_json(staging / "datasheet.json", datasheet)
+        publish_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return MixResult(out=out, files=files, datasheet=datasheet)
 
 
@@ -288,6 +296,8 @@ def _drop_long(rows: list[InstructionRecord], max_tokens: int, tokenizer: str) -
 
     from safedose.models import resolve_model
 
+    if not rows:
+        return rows, 0
     tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
     texts = ["\n".join(t for t in (r.instruction, r.input, r.output) if t) for r in rows]
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]

@@ -14,6 +14,7 @@ from safedose.errors import InputError, SafedoseError
 from safedose.paths import data_root
 
 HF_PREFIX = "hf:"
+DATA_SUFFIXES = (".json", ".jsonl", ".gz", ".csv", ".tsv", ".txt", ".parquet", ".yaml", ".yml")
 
 
 def is_registered(source: str) -> bool:
@@ -35,11 +36,24 @@ def source_rows(source: str) -> Iterator[tuple[Path, str, Row]]:
         return
     path = Path(source).expanduser()
     if not path.exists():
-        raise SafedoseError(DATASETS.unknown_message(source) + "; nor is it an existing file")
+        raise SafedoseError(missing_source(source))
     if path.is_dir():
         raise InputError(path, None, "is a directory; pass a data file")
     for where, row in read_rows(path):
         yield path, where, row
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` was meant as a file: it has a directory part or a data file's extension."""
+    return "/" in name or os.sep in name or name.startswith(("~", ".")) or Path(name).suffix.lower() in DATA_SUFFIXES
+
+
+def missing_source(name: str) -> str:
+    """Why `name` (neither registered nor an existing file) is no source: `no such file` for what looks like a path,
+    else the registry's did-you-mean."""
+    if looks_like_path(name):
+        return f"{name}: no such file"
+    return DATASETS.unknown_message(name) + "; nor is it an existing file"
 
 
 def _hf_rows(source: str) -> Iterator[tuple[Path, str, Row]]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safedose.capability._settings import CapabilitySettings
-from safedose.config import read_config, validate_config
+from safedose.config import NestedConfigError, read_config, validate_config
 from safedose.errors import SafedoseError
 from safedose.generate import Decoding, OpenAISettings
 from safedose.generate._vllm import VllmSettings
@@ -169,10 +169,9 @@ class SweepConfig(BaseModel):
         try:
             return TrainConfig.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            raise ValueError(f"train.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+            raise NestedConfigError(("train",), TrainConfig, e) from None
 
 
 def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """Read a YAML sweep config with `key=value` overrides (dotted keys reach nested fields)."""
-    return validate_config(SweepConfig, read_config(path, overrides), source=str(path))
+    return validate_config(SweepConfig, read_config(path, overrides), source=str(path), overrides=overrides)

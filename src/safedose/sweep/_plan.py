@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safedose.data import CATALOG_VERSION, DATASETS, default_contamination_sets, resolve, train_file, val_file
+from safedose.data._sources import missing_source
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file, write_json
 from safedose.paths import cache_dir, data_root
@@ -97,8 +98,11 @@ def _check_source(field: str, name: str) -> None:
         if not res.ok:
             raise SafedoseError(f"{field}: {name}: {res.status}")
         return
-    if not Path(name).expanduser().is_file():
-        raise SafedoseError(f"{field}: {DATASETS.unknown_message(name)}; nor is it an existing file")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise SafedoseError(f"{field}: {name}: is a directory; give a data file")
+    if not path.is_file():
+        raise SafedoseError(f"{field}: {missing_source(name)}")
 
 
 # -- fingerprints -------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from safedose.data import test_file as base_test_file
 from safedose.files import sha256_file, write_json
 from safedose.generate import Generation
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
+from safedose.run._layout import RUN_FILE
 from safedose.sweep._config import ROLES, Judges, SweepConfig
 from safedose.sweep._executor import Executor, make_executor
 from safedose.sweep._plan import (
@@ -81,6 +82,7 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     console = console or Console()
     check_names(config)  # a typo fails here, before any work
     executor = make_executor(config.executor, config.ray, console=console)  # an unreachable cluster fails here too
+    fresh = not (config.run_dir / RUN_FILE).is_file()
     try:
         run = open_run(config.run_dir, create=True)
     except BaseException:
@@ -89,9 +91,27 @@ def sweep(config: SweepConfig, *, console: Console | None = None) -> SweepResult
     cache = Cache(run / "cache.sqlite")
     try:
         return _sweep(config, run, executor, cache, console)
+    except BaseException:
+        cache.close()
+        if fresh:
+            _discard_unfinished(run)
+        raise
     finally:
         cache.close()
         executor.close()
+
+
+def _discard_unfinished(run: Path) -> None:
+    """Remove a run directory this sweep started when it failed before finishing any work (no mix, no adapter):
+    its run.json and empty cache.sqlite are not worth resuming from."""
+    bookkeeping = {RUN_FILE, "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm", "cache.sqlite-journal"}
+    if any(p.is_file() and p.relative_to(run).as_posix() not in bookkeeping for p in run.rglob("*")):
+        return
+    for name in bookkeeping:
+        (run / name).unlink(missing_ok=True)
+    for folder in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    run.rmdir()
 
 
 def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, console: Console) -> SweepResult:
@@ -245,8 +265,8 @@ def _answer(variant: str, row: Generation, cell: Cell | None, verdicts: dict[str
     return JudgedAnswer(
         id=row.id, eval_set=row.eval_set, category=row.category, expected_label=row.expected_label,
         prompt=row.prompt, response=row.response, variant=variant, adapter=row.adapter, template=row.template,
-        dose=cell.dose if cell else None, seed=cell.seed if cell else None, format=cell.format if cell else None,
-        verdicts=verdicts,
+        dtype=row.dtype, dose=cell.dose if cell else None, seed=cell.seed if cell else None,
+        format=cell.format if cell else None, verdicts=verdicts,
     )  # fmt: skip
 
 

@@ -108,8 +108,8 @@ def check_accelerate_config(path: str) -> dict[str, Any]:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config and apply `key=value` overrides (dotted keys reach nested fields)."""
-    return parse_config(read_config(path, overrides), source=str(path))
+    return parse_config(read_config(path, overrides), source=str(path), overrides=overrides)
 
 
-def parse_config(data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    return validate_config(TrainConfig, data, source=source)
+def parse_config(data: dict[str, Any], *, source: str = "config", overrides: list[str] | None = None) -> TrainConfig:
+    return validate_config(TrainConfig, data, source=source, overrides=overrides)

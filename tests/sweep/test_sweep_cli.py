@@ -1,0 +1,89 @@
+"""`safedose sweep` as a user meets it: one-line errors, Ctrl-C, nothing half-written, the dry run's plan and estimates,
+`--json`, and Ray resources checked before anything is submitted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.sweep.test_sweep import write_config
+
+DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
+SAFEDOSE = str(Path(sys.executable).parent / "safedose")
+
+
+def _stub_model(tmp_path: Path) -> Path:
+    """A model directory that check_names accepts (config.json only): enough for steps before training."""
+    model = tmp_path / "stub-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return model
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.lrr=1e-4", "error: override 'train.lrr=1e-4': train.lrr: unknown key; did you mean train.lr?"),
+        ("train.lora.rr=4", "error: override 'train.lora.rr=4': train.lora.rr: unknown key; did you mean "
+                            "train.lora.r?"),
+        ("eval_sets.limt=4", "error: override 'eval_sets.limt=4': eval_sets.limt: unknown key; did you mean "
+                             "eval_sets.limit?"),
+        ("doses=0,10", "error: override 'doses=0,10': doses: expects a list, got '0,10'; write a list as [0,10]"),
+        ("base_size=many", "error: override 'base_size=many': base_size: expects an integer, got 'many'"),
+    ],
+)  # fmt: skip
+def test_override_errors_name_the_override_the_nearest_key_and_the_form(cli, override: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli("sweep", DEMO, override, "--dry-run")
+    assert result.code == 2
+    assert result.err.strip() == expected and result.out == ""
+
+
+def test_a_key_mistyped_in_the_file_blames_the_file_with_did_you_mean(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = yaml.safe_load(DEMO.read_text())
+    config["train"]["lrr"] = config["train"].pop("lr")
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("sweep", path, "--dry-run")
+    assert result.code == 2
+    assert result.err.strip() == f"error: {path}: train.lrr: unknown key; did you mean train.lr?"
+
+
+def test_a_missing_file_is_no_such_file_not_an_unknown_dataset(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "x" / "nofile.csv"
+    result = cli("sweep", DEMO, f"base={missing}", "--dry-run")
+    assert result.code == 2
+    assert result.err.strip() == f"error: base: {missing}: no such file"
+    typo = cli("sweep", DEMO, "base=dolly15k", "--dry-run")
+    assert typo.code == 2 and "unknown dataset 'dolly15k'; did you mean 'dolly-15k'?" in typo.err
+
+
+def test_a_sweep_that_fails_at_the_mix_leaves_nothing_behind(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    path = write_config(tmp_path, _stub_model(tmp_path), run)
+    result = cli("sweep", path, "base_size=100000", "max_tokens=null")
+    assert result.code == 2
+    assert "larger than the base pool" in result.err and result.err.count("\n") == 1
+    assert not run.exists()
+
+
+def test_ctrl_c_during_a_sweep_exits_130_and_says_how_to_resume(tiny_model: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen([SAFEDOSE, "sweep", str(write_config(tmp_path, tiny_model, run))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not any(run.glob("adapters/*/checkpoints/step-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before the first checkpoint"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "aborted; rerun to resume"
+    assert "Traceback" not in err
+    assert not list(run.rglob(".*.tmp"))  # atomic writes cleaned up on the way out
+    assert json.loads((run / "run.json").read_text())["schema_version"] > 0  # started work is kept to resume
