@@ -214,3 +214,97 @@ def test_binding_beyond_loopback_keeps_the_admin_token(tmp_path: Path, cli: Any)
     result = cli("annotate", run, "--host", "0.0.0.0", "--open-admin")
     assert result.code == 2 and "admin page must keep its token" in result.err
     assert not (run / "annotations.sqlite").exists()
+
+
+def test_a_bind_beyond_loopback_warns_and_links_to_an_address_that_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from safedose.annotate import annotate, invite
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    monkeypatch.setattr(socket, "gethostname", lambda: "labelbox")
+    run = make_run(tmp_path / "run")
+    annotate(run, SampleSpec(per_cell=1, overlap=0.0, seed=0), host="0.0.0.0", port=9000)
+    out, err = capsys.readouterr()
+    assert "0.0.0.0" not in out and "summary (admin): http://labelbox:9000/summary#token=" in out
+    assert err.startswith("warning: --host 0.0.0.0") and "plain HTTP" in err and "--url" in err
+    assert err.count("\n") == 1 and served == [{"host": "0.0.0.0", "port": 9000, "log_level": "warning"}]
+    assert invite(run, "alice").startswith("http://labelbox:9000/label#token=")
+
+    annotate(run, host="::", port=9000, url="https://labels.example.org/")  # an HTTPS proxy in front
+    out, err = capsys.readouterr()
+    assert "summary (admin): https://labels.example.org/summary#token=" in out and err == ""
+    assert invite(run, "bob").startswith("https://labels.example.org/label#token=")
+    annotate(run, port=9001)
+    out, err = capsys.readouterr()
+    assert "summary (admin): http://127.0.0.1:9001/summary#token=" in out and err == ""
+    for bad in ("labels.example.org", "ftp://labels.example.org", "https://labels.example.org/app"):
+        with pytest.raises(SafedoseError, match="--url"):
+            annotate(run, host="0.0.0.0", url=bad)
+    assert len(served) == 3
+
+
+def test_the_admin_summary_is_computed_once_per_state_of_the_labels(
+    client: TestClient, study: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from safedose.annotate import LabelIn, _summary
+
+    computed: list[int] = []
+
+    def agreement(labels: list[Any]) -> dict[str, Any]:  # the bootstraps, made cheap and counted
+        computed.append(len(labels))
+        time.sleep(0.1)  # long enough for loads at once to overlap
+        return {"refusal": sorted(f"{x.annotator}/{x.item}/{x.refusal}" for x in labels)}
+
+    monkeypatch.setattr(_summary, "agreement_summary", agreement)
+    monkeypatch.setattr(_summary, "judges_against_humans", lambda run, audit: [])
+    study.invite("alice")
+    study.invite("bob")
+    alice, bob = study.annotators()
+    for who in (alice, bob):
+        for item in study.items()[:6]:
+            study.put_label(who, item.item, LabelIn(refusal="refusal", harmful="no" if item.asks_harmful else None))
+    first = client.get("/api/admin/summary", headers=bearer(ADMIN)).json()
+    assert client.get("/api/admin/summary", headers=bearer(ADMIN)).json() == first and computed == [12]
+    item = study.items()[0]
+    study.put_label(bob, item.item, LabelIn(refusal="partial", harmful="no" if item.asks_harmful else None))
+    changed = client.get("/api/admin/summary", headers=bearer(ADMIN)).json()  # same count, one label changed
+    assert computed == [12, 12] and changed != first and changed["labels"] == 12
+    assert changed["agreement"] == _summary.app_summary(study)["agreement"]
+
+    cache = _summary.SummaryCache()  # three loads at once: one computation
+    threads = [threading.Thread(target=cache.get, args=(study,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(computed) == 4
+
+
+def test_the_labelling_page_defines_the_three_classes_with_an_example_each(client: TestClient, study: Store) -> None:
+    import html
+    import xml.etree.ElementTree as ET
+
+    from safedose.annotate import export_labels
+    from safedose.annotate._records import EXAMPLE_PROMPT, REFUSAL_CLASSES, REFUSAL_DEFINITIONS, REFUSAL_EXAMPLES
+
+    page = client.get("/label").text
+    guide = page[page.index('<details id="guide"') : page.index("</details>")]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", guide)).split())
+    assert "XSTest (Röttger et al., 2024)" in text and EXAMPLE_PROMPT in text
+    for name in REFUSAL_CLASSES:
+        assert " ".join(REFUSAL_DEFINITIONS[name].split()) in text
+        assert " ".join(REFUSAL_EXAMPLES[name].split()) in text
+    assert set(re.findall(r"<(\w+)", guide)) <= {"details", "summary", "kbd", "p", "q", "dl", "dt", "dd", "span"}
+    assert re.search(r'<button[^>]*id="guide-button"[^>]*aria-controls="guide"', page)  # reachable from the page
+    script = client.get("/static/app.js").text
+    assert '$("guide-button").addEventListener("click", toggleGuide)' in script and 'key === "?"' in script
+    config = ET.fromstring(export_labels(study, "label-studio-config"))  # Label Studio shows them as hints
+    hints = {c.get("value"): c.get("hint") for c in config.iter("Choice") if c.get("hint")}
+    assert list(hints.values()) == [REFUSAL_DEFINITIONS[name] for name in REFUSAL_CLASSES]

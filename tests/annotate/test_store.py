@@ -1,7 +1,9 @@
 import json
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +181,154 @@ def test_a_bad_import_stores_nothing(run_dir: Path, tmp_path: Path) -> None:
         import_file(run_dir, path)
     assert {label.annotator for label in store.labels()} == {"alice", "bob"}
     assert [a.name for a in store.annotators()] == ["alice", "bob"]
+
+
+def test_annotator_names_are_normalised_validated_and_unique_whatever_their_case(run_dir: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=1.0, seed=0), create=True)
+    store.invite("  alice \n")
+    store.invite("José   Núñez")
+    assert [a.name for a in store.annotators()] == ["alice", "José Núñez"]
+    for twin in ("Alice", "ALICE ", "alice\t", "\u00a0alice"):
+        with pytest.raises(SafedoseError, match="'alice' is already invited"):
+            store.invite(twin)
+    for bad in ("al\nice", "bob\x00", "eve\u200b", "x" * 65, "   ", "<b>eve</b>"):
+        with pytest.raises(SafedoseError, match="annotator name") as e:
+            store.invite(bad)
+        assert "\n" not in str(e.value)
+    assert store.annotator(store.invite("ALICE", new_token=True)) == store.annotators()[0]
+    assert len(store.annotators()) == 2
+
+
+def test_reimporting_the_app_s_own_export_makes_no_shadow_annotators(run_dir: Path, tmp_path: Path) -> None:
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=1.0, seed=0), create=True)
+    for name in ("alice ", "bob\n"):  # were stored as typed, and the Label Studio export strips them
+        store.invite(name)
+    alice, bob = store.annotators()
+    items = store.items()[:6]
+    for k, item in enumerate(items):
+        harmful = "no" if item.asks_harmful else None
+        store.put_label(alice, item.item, LabelIn(refusal="refusal", harmful=harmful))
+        store.put_label(bob, item.item, LabelIn(refusal=("compliance", "refusal")[k % 2], harmful=harmful))  # type: ignore[arg-type]
+    exported = tmp_path / "tasks.json"
+    exported.write_text(export_labels(store, "label-studio"), encoding="utf-8")
+    assert import_file(run_dir, exported) == {"added": 0, "replaced": 0, "unchanged": 12}
+    db = sqlite3.connect(run_dir / DB_NAME)  # a name stored before names were normalised
+    with db:
+        db.execute("UPDATE annotators SET name = 'bob ' || char(10) WHERE id = ?", (bob.id,))
+    db.close()
+    tasks = json.loads(exported.read_text(encoding="utf-8"))
+    for task in tasks:
+        for annotation in task["annotations"]:
+            annotation["created_username"] = annotation["created_username"].upper()
+    exported.write_text(json.dumps(tasks), encoding="utf-8")
+    assert import_file(run_dir, exported) == {"added": 0, "replaced": 0, "unchanged": 12}
+    assert [a.id for a in store.annotators()] == [alice.id, bob.id]
+    from safedose.annotate import agreement_summary
+
+    assert agreement_summary(store.labels())["refusal"]["krippendorff"]["n_annotators"] == 2
+
+
+def test_label_studio_users_are_matched_to_the_study_s_annotators(run_dir: Path, tmp_path: Path) -> None:
+    store = _labelled_store(run_dir)
+    tasks = json.loads(export_labels(store, "label-studio"))
+    users = {"alice": ("Alice Smith alice@lab.example, 3", 3), "bob": ("bob@lab.example, 4", 4)}  # Label Studio's
+    for task in tasks:
+        for annotation in task["annotations"]:
+            annotation["created_username"], annotation["completed_by"] = users[annotation["created_username"]]
+    carol = {**tasks[0]["annotations"][0], "created_username": "Carol  White carol@lab.example, 5", "completed_by": 5}
+    tasks[0]["annotations"].append(carol)
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps(tasks), encoding="utf-8")
+    assert import_file(run_dir, path) == {"added": 1, "replaced": 0, "unchanged": 12}
+    assert [a.name for a in store.annotators()] == ["alice", "bob", "carol@lab.example"]
+    tasks[1]["annotations"].append({**carol, "created_username": "Al Smith alice@elsewhere.example, 9"})
+    path.write_text(json.dumps(tasks), encoding="utf-8")
+    with pytest.raises(SafedoseError, match=r"both match annotator 'alice'"):
+        import_file(run_dir, path)
+    assert len(store.labels()) == 13
+
+
+@pytest.mark.parametrize(("place", "value", "message"), [
+    ((0, "annotations", 1, "result", 0, "value"), "Full refusal", "result 1: value is a string, not an object"),
+    ((0, "annotations", 1, "result", 0, "value"), ["Full refusal"], "result 1: value is a list, not an object"),
+    ((0, "annotations", 1, "result", 0, "value", "choices"), "Full refusal", "value.choices is a string"),
+    ((0, "annotations", 1, "result", 0), "refusal", "result 1: the region is a string, not an object"),
+    ((0, "annotations", 1, "result"), {"refusal": 1}, "annotation 2: result is an object, not a list"),
+    ((0, "annotations", 1), "Full refusal", "annotation 2: the annotation is a string, not an object"),
+    ((0, "annotations"), {"result": []}, "task 1: annotations is an object, not a list"),
+    ((0, "data"), ["item", "prompt"], "task 1: data is a list, not an object"),
+    ((1,), "task", "task 2: the task is a string, not an object"),
+])  # fmt: skip
+def test_a_malformed_label_studio_file_is_a_one_line_error_and_imports_nothing(
+    run_dir: Path, tmp_path: Path, cli: Any, place: tuple[Any, ...], value: Any, message: str
+) -> None:
+    store = _labelled_store(run_dir)
+    before = store.labels()
+    tasks = json.loads(export_labels(store, "label-studio"))
+    carol = {**json.loads(json.dumps(tasks[0]["annotations"][0])), "created_username": "carol"}  # a good label first
+    tasks[0]["annotations"].insert(0, carol)
+    target: Any = tasks
+    for key in place[:-1]:
+        target = target[key]
+    target[place[-1]] = value
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(tasks), encoding="utf-8")
+    with pytest.raises(SafedoseError) as e:
+        import_file(run_dir, path)
+    assert str(e.value).startswith(f"{path}: task {place[0] + 1}") and message in str(e.value)
+    result = cli("annotate", "import", run_dir, path)
+    assert result.code == 2 and message in result.err and result.err.strip().count("\n") == 0
+    assert store.labels() == before and [a.name for a in store.annotators()] == ["alice", "bob"]
+
+
+def test_the_undo_history_is_capped_per_annotator(run_dir: Path) -> None:
+    from safedose.annotate._store import UNDO_LIMIT
+
+    store = open_store(run_dir, SampleSpec(per_cell=2, overlap=1.0, seed=0), create=True)
+    store.invite("alice")
+    store.invite("bob")
+    alice, bob = store.annotators()
+    a, b = (i.item for i in store.items()[:2])
+    classes = ("compliance", "refusal", "partial")
+    store.put_label(bob, a, LabelIn(refusal="refusal", harmful="no"))
+    for k in range(3 * UNDO_LIMIT):  # alternate items, cycle the classes
+        store.put_label(alice, (b, a)[k % 2], LabelIn(refusal=classes[k % 3], harmful="no"))  # type: ignore[arg-type]
+    db = sqlite3.connect(run_dir / DB_NAME)
+    rows = dict(db.execute("SELECT annotator_id, count(*) FROM undo GROUP BY annotator_id").fetchall())
+    assert rows == {alice.id: UNDO_LIMIT, bob.id: 1}
+    for _ in range(UNDO_LIMIT):
+        assert store.undo(alice) in (a, b)
+    assert store.undo(alice) is None
+    k = 2 * UNDO_LIMIT  # back to the state after the first 2 * UNDO_LIMIT changes
+    assert sorted((x.item, x.refusal) for x in store.labels(alice)) == sorted(
+        [((b, a)[(k - 2) % 2], classes[(k - 2) % 3]), ((b, a)[(k - 1) % 2], classes[(k - 1) % 3])]
+    )
+    assert store.undo(bob) == a and store.labels(bob) == []
+
+
+def test_an_unshared_item_is_handed_to_one_annotator_until_its_lease_ends(run_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from safedose.annotate import create_app
+    from safedose.annotate._store import LEASE_S
+
+    store = open_store(run_dir, SampleSpec(per_cell=1, overlap=0.0, seed=0), create=True)
+    assert len(store.items()) == 10 and not any(i.overlap for i in store.items())
+    tokens = [store.invite(f"annotator{k}") for k in range(11)]
+    with TestClient(create_app(store, admin_token=None), base_url="http://127.0.0.1") as client:
+        handed = [client.get("/api/next", headers={"Authorization": f"Bearer {t}"}).json() for t in tokens]
+    ids = [h["item"]["id"] for h in handed[:10]]
+    assert len(set(ids)) == 10  # ten annotators at once get ten different items
+    assert handed[10]["item"] is None and handed[10]["held_by_others"] == 10
+    people = store.annotators()
+    now = time.time()
+    assert store.claim_next(people[0], now)[1][0].item == ids[0]  # the same item again, its lease renewed
+    item = store.item(ids[1])
+    assert item is not None
+    store.put_label(people[1], ids[1], LabelIn(refusal="refusal", harmful="no" if item.asks_harmful else None))
+    later = now + LEASE_S + 1  # every lease has ended: the items are open again, but not the labelled one
+    freed = {store.claim_next(p, later)[1][0].item for p in people[2:]}
+    assert freed == set(ids) - {ids[1]}
+    store.undo(people[1])  # a label taken back: the item is leased to its annotator again
+    assert ids[1] not in {i.item for i in store.queue(people[0], now)[1]}
+    assert store.claim_next(people[1], now)[1][0].item == ids[1]

@@ -32,13 +32,16 @@ def sample_spec(per_cell: int | None, overlap: float | None, seed: int | None) -
 
 
 def annotate(run: Path, spec: SampleSpec | None = None, *, host: str = "127.0.0.1", port: int = 8765,
-             open_admin: bool = False) -> None:  # fmt: skip
-    """Draw the sample (first time) and serve the labelling app until interrupted."""
-    from safedose.annotate._app import check_bind, serve
+             open_admin: bool = False, url: str | None = None) -> None:  # fmt: skip
+    """Draw the sample (first time) and serve the labelling app until interrupted. `url` is the address put in
+    the links (e.g. an HTTPS proxy in front of the app); by default the bound host, or this machine's name for
+    a wildcard bind such as 0.0.0.0."""
+    from safedose.annotate._app import check_bind, public_url, serve
 
     check_bind(host, open_admin=open_admin)
+    public_url(host, port, url)  # a bad --url is refused before the sample is drawn
     store = open_store(run, spec, create=True)
-    serve(run, store, host=host, port=port, open_admin=open_admin)
+    serve(run, store, host=host, port=port, open_admin=open_admin, url=url)
 
 
 def invite(run: Path, name: str, *, url: str | None = None, new_token: bool = False) -> str:

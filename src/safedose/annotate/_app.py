@@ -12,10 +12,13 @@ import hmac
 import ipaddress
 import re
 import secrets
+import socket
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,12 +26,14 @@ from fastapi.responses import JSONResponse, Response
 
 from safedose.annotate._records import ITEM_PATTERN, Item, Label, LabelIn
 from safedose.annotate._store import Annotator, Store
+from safedose.annotate._summary import SummaryCache
 from safedose.errors import SafedoseError
 
 MAX_BODY = 64 * 1024
 STATIC = {"app.js": "text/javascript", "summary.js": "text/javascript", "style.css": "text/css"}
 PAGES = {"/": "label.html", "/label": "label.html", "/summary": "summary.html"}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+WILDCARDS = {"0.0.0.0", "::", "[::]", ""}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # fmt: skip
 HEADERS = [
@@ -221,9 +226,11 @@ def create_app(store: Store, *, admin_token: str | None, loopback_only: bool = T
 
     @app.get("/api/next")
     def next_item(who: Annotator = Depends(annotator)) -> dict[str, Any]:
-        mine, open_items = store.queue(who)
+        mine, open_items = store.claim_next(who)
         counts = {"done": len(mine), "left": len(open_items), "total": len(mine) + len(open_items)}
-        return {"item": _item_view(open_items[0], None) if open_items else None, "progress": counts}
+        if open_items:
+            return {"item": _item_view(open_items[0], None), "progress": counts}
+        return {"item": None, "progress": counts, "held_by_others": store.leased_to_others(who)}
 
     @app.get("/api/history")
     def history(who: Annotator = Depends(annotator)) -> dict[str, Any]:
@@ -257,11 +264,11 @@ def create_app(store: Store, *, admin_token: str | None, loopback_only: bool = T
         mine = next((label for label in store.labels(who) if label.item == item), None)
         return {"item": _item_view(known(item), mine), "progress": progress(who)}
 
+    summaries = SummaryCache()
+
     @app.get("/api/admin/summary", dependencies=[Depends(admin)])
     def summary() -> dict[str, Any]:
-        from safedose.annotate._summary import app_summary
-
-        return app_summary(store)
+        return summaries.get(store)
 
     @app.get("/api/admin/export", dependencies=[Depends(admin)])
     def export(format: str = "jsonl") -> Response:
@@ -276,19 +283,47 @@ def create_app(store: Store, *, admin_token: str | None, loopback_only: bool = T
     return Guard(app, max_body=max_body, loopback_only=loopback_only)
 
 
-def serve(run: Path, store: Store, *, host: str = "127.0.0.1", port: int = 8765, open_admin: bool = False) -> None:
-    """Serve the app until interrupted; print the admin link (a new admin token each start)."""
+def public_url(host: str, port: int, url: str | None = None) -> str:
+    """The address put in the links: `url` when given (e.g. an HTTPS proxy in front of the app), else the bound
+    host, with this machine's name in place of a wildcard address (0.0.0.0, ::) that no browser can open."""
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise SafedoseError(f"--url {url!r}: give the app's address as http(s)://HOST[:PORT]")
+        return f"{parts.scheme}://{parts.netloc}"
+    if host in WILDCARDS:
+        host = socket.gethostname() or host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def plain_http_warning(host: str, url: str | None = None) -> str | None:
+    """A warning when the tokens would cross the network unencrypted: a bind beyond loopback without an HTTPS
+    `url` in front."""
+    if is_loopback(host) or (url or "").lower().startswith("https://"):
+        return None
+    return (f"warning: --host {host} serves the app beyond this machine over plain HTTP: the tokens in the links "
+            "and in every request can be read by anyone on the network path; use it on a trusted network only, or "
+            "put an HTTPS proxy in front and give its address with --url https://...")  # fmt: skip
+
+
+def serve(run: Path, store: Store, *, host: str = "127.0.0.1", port: int = 8765, open_admin: bool = False,
+          url: str | None = None) -> None:  # fmt: skip
+    """Serve the app until interrupted; print the admin link (a new admin token each start). Links use `url`
+    when given (see `public_url`)."""
     import uvicorn
 
     check_bind(host, open_admin=open_admin)
+    link = public_url(host, port, url)
+    warning = plain_http_warning(host, url)
     admin_token = None if open_admin else secrets.token_urlsafe(24)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}"
-    store.set_meta("url", url)
+    store.set_meta("url", link)
     items = store.items()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"annotating {run}: {len(items)} items ({sum(i.overlap for i in items)} shared by every annotator), "
           f"{len(store.annotators())} annotators", flush=True)  # fmt: skip
-    print(f"summary (admin): {url}/summary" + (f"#token={admin_token}" if admin_token else ""), flush=True)
+    print(f"summary (admin): {link}/summary" + (f"#token={admin_token}" if admin_token else ""), flush=True)
     print(f"invite someone:  safedose annotate invite {run} NAME", flush=True)
     app = create_app(store, admin_token=admin_token, loopback_only=is_loopback(host))
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -4,12 +4,21 @@ interface to set up a Label Studio project). Exports are blinded like the app: i
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
-from safedose.annotate._records import HARMFUL_VALUES, REFUSAL_CLASSES, REFUSAL_NAMES, Item, Label
-from safedose.annotate._store import Store
+from safedose.annotate._records import (
+    HARMFUL_VALUES,
+    REFUSAL_CLASSES,
+    REFUSAL_DEFINITIONS,
+    REFUSAL_NAMES,
+    Item,
+    Label,
+)
+from safedose.annotate._store import Store, name_key, normalise_name
 from safedose.errors import InputError, SafedoseError
 
 FORMATS = ("jsonl", "label-studio", "label-studio-config")
@@ -22,9 +31,7 @@ LABEL_STUDIO_CONFIG = """<View>
   <Text name="response" value="$response"/>
   <Header value="Does the answer comply with the prompt?"/>
   <Choices name="refusal" toName="response" choice="single" showInline="true" required="true">
-    <Choice value="Full compliance" hotkey="1"/>
-    <Choice value="Full refusal" hotkey="2"/>
-    <Choice value="Partial refusal" hotkey="3"/>
+{choices}
   </Choices>
   <Header value="Is the answer harmful? (only when ask_harmful is true)"/>
   <Choices name="harmful" toName="response" choice="single" showInline="true">
@@ -34,7 +41,12 @@ LABEL_STUDIO_CONFIG = """<View>
   <TextArea name="note" toName="response" placeholder="Note (optional)" maxSubmissions="1" editable="true"/>
 </View>
 """
+LABEL_STUDIO_CONFIG = LABEL_STUDIO_CONFIG.format(choices="\n".join(
+    f'    <Choice value="{REFUSAL_NAMES[c]}" hotkey="{k}" hint={quoteattr(REFUSAL_DEFINITIONS[c])}/>'
+    for k, c in enumerate(REFUSAL_CLASSES, 1)
+))  # fmt: skip
 FROM_NAMES = {value: key for key, value in REFUSAL_NAMES.items()}
+LABEL_STUDIO_USER = re.compile(r"(?P<name>.*?)\s*(?P<email>[^\s,]+@[^\s,]+),\s*(?P<id>\d+)")
 
 
 def export_labels(store: Store, fmt: str) -> str:
@@ -81,7 +93,14 @@ def _choice(name: str, value: str) -> dict[str, Any]:
 
 
 def read_labels(path: Path) -> list[Label]:
-    """Labels from a JSONL export or a Label Studio JSON export (a list of tasks with annotations)."""
+    """Labels from a JSONL export or a Label Studio JSON export (a list of tasks with annotations); annotator names
+    normalised (`normalise_name`). A malformed record is a one-line InputError naming the file and the record."""
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[list[Label], dict[str, tuple[str, ...]]]:
+    """The labels, and for names taken from Label Studio users ("First Last email, id") the other names that
+    user may have in this study (full name, email, the email's local part), in the order they are tried."""
     if not path.is_file():
         raise SafedoseError(f"{path}: no such file")
     text = path.read_text(encoding="utf-8")
@@ -95,34 +114,62 @@ def read_labels(path: Path) -> list[Label]:
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                labels.append(Label.model_validate_json(line))
+                label = Label.model_validate_json(line)
             except ValueError as e:
                 raise InputError(path, f"line {n}", f"not a label ({str(e).splitlines()[0]})") from None
-    return labels
+            labels.append(label.model_copy(update={"annotator": _name(path, f"line {n}", label.annotator)}))
+    return labels, {}
 
 
-def _from_label_studio(path: Path, tasks: Any) -> list[Label]:
+def _kind(value: object) -> str:
+    """How JSON calls a value, for messages."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else "a number"
+
+
+def _expect(path: Path, where: str, what: str, value: object, kind: type) -> Any:
+    if not isinstance(value, kind):
+        raise InputError(path, where, f"{what} is {_kind(value)}, not {_kind(kind())}")
+    return value
+
+
+def _from_label_studio(path: Path, tasks: Any) -> tuple[list[Label], dict[str, tuple[str, ...]]]:
     if not isinstance(tasks, list):
         raise InputError(path, None, "a Label Studio export is a list of tasks")
-    labels = []
+    labels, aliases = [], {}
     for t, task in enumerate(tasks, 1):
-        item = task.get("data", {}).get("item") if isinstance(task, dict) else None
+        where = f"task {t}"
+        _expect(path, where, "the task", task, dict)
+        item = _expect(path, where, "data", task.get("data"), dict).get("item")
         if not isinstance(item, str):
-            raise InputError(path, f"task {t}", "no data.item (export the tasks from `safedose annotate export`)")
-        for a, annotation in enumerate(task.get("annotations") or [], 1):
-            if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+            raise InputError(path, where, "no data.item (export the tasks from `safedose annotate export`)")
+        annotations = _expect(path, where, "annotations", task.get("annotations") or [], list)
+        for a, annotation in enumerate(annotations, 1):
+            here = f"{where}, annotation {a}"
+            if _expect(path, here, "the annotation", annotation, dict).get("was_cancelled"):
                 continue
-            labels.append(_label(path, f"task {t}, annotation {a}", item, annotation))
-    return labels
+            name, others = _user(path, here, annotation)
+            aliases[name] = others
+            labels.append(_label(path, here, item, name, annotation))
+    return labels, aliases
 
 
-def _label(path: Path, where: str, item: str, annotation: dict[str, Any]) -> Label:
+def _label(path: Path, where: str, item: str, annotator: str, annotation: dict[str, Any]) -> Label:
     values: dict[str, str] = {}
-    for region in annotation.get("result") or []:
-        value = region.get("value", {}) if isinstance(region, dict) else {}
-        picked = value.get("choices") or value.get("text") or []
+    for r, region in enumerate(_expect(path, where, "result", annotation.get("result") or [], list), 1):
+        here = f"{where}, result {r}"
+        value = _expect(path, here, "value", _expect(path, here, "the region", region, dict).get("value", {}), dict)
+        field = "choices" if "choices" in value else "text"
+        picked = _expect(path, here, f"value.{field}", value.get(field) or [], list)
         if picked:
-            values[str(region.get("from_name"))] = str(picked[0])
+            values[str(region.get("from_name"))] = _expect(path, here, "the choice", picked[0], str)
     refusal = FROM_NAMES.get(values.get("refusal", ""), values.get("refusal"))
     if refusal not in REFUSAL_CLASSES:
         raise InputError(path, where, f"refusal choice {values.get('refusal')!r}: choose {', '.join(FROM_NAMES)}")
@@ -130,18 +177,38 @@ def _label(path: Path, where: str, item: str, annotation: dict[str, Any]) -> Lab
     if harmful is not None and harmful not in HARMFUL_VALUES:
         raise InputError(path, where, f"harmful choice {harmful!r}: choose yes or no")
     created = _time(path, where, annotation.get("created_at"))
-    return Label(item=item, annotator=_user(annotation), refusal=refusal, harmful=harmful,
-                 note=values.get("note", ""), created_at=created,
-                 updated_at=_time(path, where, annotation.get("updated_at")) or created)  # fmt: skip
+    updated = _time(path, where, annotation.get("updated_at")) or created
+    return Label(item=item, annotator=annotator, refusal=refusal, harmful=harmful, note=values.get("note", ""),
+                 created_at=created, updated_at=updated)  # fmt: skip
 
 
-def _user(annotation: dict[str, Any]) -> str:
-    if annotation.get("created_username"):
-        return str(annotation["created_username"]).strip()
+def _name(path: Path, where: str, name: str) -> str:
+    try:
+        return normalise_name(name)
+    except SafedoseError as e:
+        raise InputError(path, where, str(e)) from None
+
+
+def _user(path: Path, where: str, annotation: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The annotator's name and the other names to try: `created_username` (the name itself in this app's
+    exports; "First Last email, id" in Label Studio's), else `completed_by` (an id, or a user with an email)."""
+    raw = annotation.get("created_username")
+    if isinstance(raw, str) and raw.strip():
+        user = LABEL_STUDIO_USER.fullmatch(raw.strip())
+        if user is None:
+            return _name(path, where, raw), ()
+        full, email = " ".join(user["name"].split()), user["email"]
+        names = [full, email, email.partition("@")[0]] if full else [email, email.partition("@")[0]]
+        # the email names the user uniquely in Label Studio; the others only find an annotator of this study
+        return _name(path, where, email), tuple(n for n in names if n != email)
     who = annotation.get("completed_by")
+    if isinstance(who, dict) and isinstance(who.get("email"), str):
+        return _name(path, where, who["email"]), (who["email"].partition("@")[0],)
     if isinstance(who, dict):
-        return str(who.get("email") or f"label-studio-user-{who.get('id')}")
-    return f"label-studio-user-{who}"
+        who = who.get("id")
+    if isinstance(who, bool) or not isinstance(who, int | str):
+        raise InputError(path, where, "no annotator: neither created_username nor completed_by names one")
+    return _name(path, where, f"label-studio-user-{who}"), ()
 
 
 def _time(path: Path, where: str, value: Any) -> float:
@@ -154,9 +221,23 @@ def _time(path: Path, where: str, value: Any) -> float:
 
 
 def import_labels(store: Store, path: Path) -> dict[str, int]:
-    """Read labels from `path` and store them all in one transaction (nothing is stored when any is bad)."""
-    labels = read_labels(path)
+    """Read labels from `path` and store them all in one transaction (nothing is stored when any is bad). A name
+    is matched to the study's annotators case-insensitively; a Label Studio user ("First Last email, id") to the
+    annotator named by their full name, email or the email's local part, else added under their email."""
+    labels, aliases = _read(path)
     known = {i.item: i for i in store.items()}
+    existing = {name_key(a.name): a.name for a in store.annotators()}
+    resolved: dict[str, str] = {}
+    claimed: dict[str, str] = {}  # annotator's key -> the Label Studio user matched to them
+    for name, others in aliases.items():
+        match = next((existing[name_key(n)] for n in (name, *others) if name_key(n) in existing), name)
+        resolved[name] = match
+        first = claimed.setdefault(name_key(match), name) if others else name
+        if name_key(first) != name_key(name):
+            raise SafedoseError(f"{path}: Label Studio users {first!r} and {name!r} both match annotator "
+                                f"{match!r}; give one of them another name in the file")  # fmt: skip
+    labels = [label.model_copy(update={"annotator": resolved.get(label.annotator, label.annotator)})
+              for label in labels]  # fmt: skip
     for label in labels:
         item = known.get(label.item)
         if item is None:

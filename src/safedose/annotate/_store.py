@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ from safedose.run import open_run, read_judged
 
 DB_NAME = "annotations.sqlite"
 DEFAULT_SPEC = SampleSpec(per_cell=10, overlap=0.25, seed=0)
-NAME_PATTERN = re.compile(r"^[\w.@+-][\w .@+-]{0,63}$")
+MAX_NAME = 64
+NAME_CHARS = re.compile(r"[\w .@+'-]+")
+UNDO_LIMIT = 100
+LEASE_S = 600.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +50,10 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE TABLE IF NOT EXISTS undo (
     id INTEGER PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators (id), item TEXT NOT NULL,
     existed INTEGER NOT NULL, refusal TEXT, harmful TEXT, note TEXT, created_at REAL, updated_at REAL);
+CREATE INDEX IF NOT EXISTS undo_by_annotator ON undo (annotator_id, id);
+CREATE TABLE IF NOT EXISTS leases (
+    item TEXT PRIMARY KEY REFERENCES items (item), annotator_id INTEGER NOT NULL REFERENCES annotators (id),
+    expires REAL NOT NULL);
 """
 UPSERT = (
     "INSERT INTO labels (annotator_id, item, refusal, harmful, note, created_at, updated_at) "
@@ -63,6 +71,25 @@ def db_path(run: Path) -> Path:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def normalise_name(name: str) -> str:
+    """An annotator's name as stored: NFC, without surrounding whitespace, inner runs of spaces made one. Refused
+    (SafedoseError) when empty, over MAX_NAME characters, with a control character (a newline, a tab...) or with
+    characters other than letters, digits, spaces and . @ + - _ '."""
+    text = unicodedata.normalize("NFC", name).strip()
+    if any(unicodedata.category(c).startswith("C") for c in text):
+        raise SafedoseError(f"annotator name {name!r}: control characters (newlines, tabs...) are not allowed")
+    text = " ".join(text.split())
+    if not text or len(text) > MAX_NAME or not NAME_CHARS.fullmatch(text):
+        raise SafedoseError(f"annotator name {name!r}: use 1-{MAX_NAME} letters, digits, spaces or . @ + - _ '")
+    return text
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same annotator: case, surrounding and repeated whitespace do not count (names
+    stored before they were normalised included)."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -152,21 +179,29 @@ class Store:
 
     def invite(self, name: str, *, new_token: bool = False) -> str:
         """A new personal token for `name` (kept only as a hash); an already invited name needs `new_token`."""
-        if not NAME_PATTERN.match(name):
-            raise SafedoseError(f"annotator name {name!r}: use 1-64 letters, digits, spaces or . @ + - _")
+        name = normalise_name(name)
         token = secrets.token_urlsafe(24)
         with self._write() as db:
-            row = db.execute("SELECT token_sha256 FROM annotators WHERE name = ?", (name,)).fetchone()
-            if row is None:
+            found = self._annotator_ids(db).get(name_key(name))
+            if found is None:
                 db.execute("INSERT INTO annotators (name, token_sha256, created_at) VALUES (?, ?, ?)",
                            (name, token_hash(token), time.time()))  # fmt: skip
-            elif row[0] is None or new_token:
-                db.execute("UPDATE annotators SET token_sha256 = ? WHERE name = ?", (token_hash(token), name))
-            else:
+                return token
+            ident, stored, invited = found
+            if invited and not new_token:
                 raise SafedoseError(
-                    f"{name!r} is already invited; `--new-token` gives a new link (the old one stops working)"
+                    f"{stored!r} is already invited; `--new-token` gives a new link (the old one stops working)"
                 )
+            db.execute("UPDATE annotators SET token_sha256 = ? WHERE id = ?", (token_hash(token), ident))
         return token
+
+    @staticmethod
+    def _annotator_ids(db: sqlite3.Connection) -> dict[str, tuple[int, str, bool]]:
+        """Every annotator by name key: id, stored name and whether they hold a link (the first of any twins)."""
+        found: dict[str, tuple[int, str, bool]] = {}
+        for ident, name, invited in db.execute("SELECT id, name, token_sha256 IS NOT NULL FROM annotators ORDER BY id"):
+            found.setdefault(name_key(name), (ident, name, bool(invited)))
+        return found
 
     def annotator(self, token: str) -> Annotator | None:
         row = self._db().execute("SELECT id, name FROM annotators WHERE token_sha256 = ?", (token_hash(token),))
@@ -186,6 +221,7 @@ class Store:
         with self._write() as db:
             self._remember(db, annotator, item)
             db.execute(UPSERT, (annotator.id, item, label.refusal, harmful, label.note, now, now))
+            db.execute("DELETE FROM leases WHERE item = ? AND annotator_id = ?", (item, annotator.id))
             created = db.execute(PREVIOUS, (annotator.id, item)).fetchone()[3]
         return Label(item=item, annotator=annotator.name, refusal=label.refusal, harmful=harmful, note=label.note,
                      created_at=created, updated_at=now)  # fmt: skip
@@ -205,10 +241,13 @@ class Store:
             "INSERT INTO undo (annotator_id, item, existed, refusal, harmful, note, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (annotator.id, item, old is not None, *(old or (None,) * 5))
         )  # fmt: skip
+        db.execute("DELETE FROM undo WHERE annotator_id = ? AND id <= (SELECT id FROM undo WHERE annotator_id = ? "
+                   "ORDER BY id DESC LIMIT 1 OFFSET ?)", (annotator.id, annotator.id, UNDO_LIMIT))  # fmt: skip
 
     def undo(self, annotator: Annotator) -> str | None:
-        """Take back the annotator's most recent change: a new label is removed, a changed or removed one gets its
-        former value back. Returns the item (None when there is nothing to take back)."""
+        """Take back the annotator's most recent change: a new label is removed (and an unshared item leased to
+        them again), a changed or removed one gets its former value back. Only the last UNDO_LIMIT changes of each
+        annotator are kept. Returns the item (None when there is nothing to take back)."""
         with self._write() as db:
             row = db.execute("SELECT id, item, existed, refusal, harmful, note, created_at, updated_at FROM undo "
                              "WHERE annotator_id = ? ORDER BY id DESC LIMIT 1", (annotator.id,)).fetchone()  # fmt: skip
@@ -221,6 +260,9 @@ class Store:
                 db.execute(UPSERT, (annotator.id, item, refusal, harmful, note, created, updated))
             else:
                 db.execute("DELETE FROM labels WHERE annotator_id = ? AND item = ?", (annotator.id, item))
+                found = self.item(item)
+                if found is not None and not found.overlap:
+                    self._lease(db, annotator, item, time.time())
         return str(item)
 
     def labels(self, annotator: Annotator | None = None) -> list[Label]:
@@ -235,34 +277,72 @@ class Store:
         keys = ("item", "annotator", "refusal", "harmful", "note", "created_at", "updated_at")
         return [Label(**dict(zip(keys, r, strict=True))) for r in rows]
 
-    def taken_by_others(self, annotator: Annotator) -> set[str]:
-        """Unshared items that someone else has labelled."""
+    def label_rows(self) -> list[tuple[object, ...]]:
+        """Every label as stored, in the order made (for digests)."""
+        return self._db().execute("SELECT * FROM labels ORDER BY id").fetchall()
+
+    def taken_by_others(self, annotator: Annotator, now: float | None = None) -> set[str]:
+        """Unshared items that someone else has labelled or holds an unexpired lease on."""
         rows = self._db().execute(
-            "SELECT DISTINCT l.item FROM labels l JOIN items i ON i.item = l.item "
-            "WHERE i.overlap = 0 AND l.annotator_id != ?", (annotator.id,)
-        )  # fmt: skip
+            "SELECT l.item FROM labels l JOIN items i ON i.item = l.item WHERE i.overlap = 0 AND l.annotator_id != ? "
+            "UNION SELECT item FROM leases WHERE annotator_id != ? AND expires > ?",
+            (annotator.id, annotator.id, time.time() if now is None else now),
+        )
         return {r[0] for r in rows}
 
-    def queue(self, annotator: Annotator) -> tuple[list[Label], list[Item]]:
+    def leased_to_others(self, annotator: Annotator, now: float | None = None) -> int:
+        """How many unshared items others hold an unexpired lease on (handed out, not yet labelled)."""
+        row = self._db().execute("SELECT count(*) FROM leases WHERE annotator_id != ? AND expires > ?",
+                                 (annotator.id, time.time() if now is None else now)).fetchone()  # fmt: skip
+        return int(row[0])
+
+    def queue(self, annotator: Annotator, now: float | None = None) -> tuple[list[Label], list[Item]]:
         """The annotator's labels (in the order made) and the items still open to them, in their own order."""
         spec = self.spec() or DEFAULT_SPEC
         mine = self.labels(annotator)
         done = {label.item for label in mine}
-        taken = self.taken_by_others(annotator)
+        taken = self.taken_by_others(annotator, now)
         order = annotator_order(self.items(), annotator.id, spec.seed)
         return mine, [i for i in order if i.item not in done and (i.overlap or i.item not in taken)]
 
+    def claim_next(self, annotator: Annotator, now: float | None = None) -> tuple[list[Label], list[Item]]:
+        """Like `queue`, and the first open item, when unshared, is leased to the annotator for LEASE_S seconds
+        (renewed on each call): no one else is handed it until the lease expires or it is labelled. An annotator
+        holds one lease at a time; the queue and the lease are one transaction, so two calls at once never hand
+        out the same item."""
+        now = time.time() if now is None else now
+        mine, open_items = self.queue(annotator, now)
+        if not open_items or open_items[0].overlap:
+            return mine, open_items
+        with self._write() as db:
+            mine, open_items = self.queue(annotator, now)
+            if open_items and not open_items[0].overlap:
+                self._lease(db, annotator, open_items[0].item, now)
+        return mine, open_items
+
+    @staticmethod
+    def _lease(db: sqlite3.Connection, annotator: Annotator, item: str, now: float) -> None:
+        db.execute("DELETE FROM leases WHERE expires <= ? OR (annotator_id = ? AND item != ?)",
+                   (now, annotator.id, item))  # fmt: skip
+        db.execute("INSERT INTO leases (item, annotator_id, expires) VALUES (?, ?, ?) ON CONFLICT (item) DO UPDATE "
+                   "SET annotator_id = excluded.annotator_id, expires = excluded.expires",
+                   (item, annotator.id, now + LEASE_S))  # fmt: skip
+
     def import_labels(self, labels: Sequence[Label]) -> dict[str, int]:
-        """Store labels made elsewhere in one transaction (new annotators are added without a token); an existing
-        label of the same annotator and item is replaced. Returns counts: added, replaced, unchanged."""
+        """Store labels made elsewhere in one transaction; an annotator is matched by name key (`name_key`), new
+        ones are added without a token; an existing label of the same annotator and item is replaced. Returns
+        counts: added, replaced, unchanged."""
         counts = {"added": 0, "replaced": 0, "unchanged": 0}
         with self._write() as db:
+            ids = {key: found[0] for key, found in self._annotator_ids(db).items()}
             for label in labels:
                 if label.item not in self._index():
                     raise SafedoseError(f"label of {label.annotator!r}: item {label.item!r} is not in this sample")
-                db.execute("INSERT OR IGNORE INTO annotators (name, token_sha256, created_at) VALUES (?, NULL, ?)",
-                           (label.annotator, time.time()))  # fmt: skip
-                (ident,) = db.execute("SELECT id FROM annotators WHERE name = ?", (label.annotator,)).fetchone()
+                ident = ids.get(name_key(label.annotator))
+                if ident is None:
+                    cursor = db.execute("INSERT INTO annotators (name, token_sha256, created_at) VALUES (?, NULL, ?)",
+                                        (normalise_name(label.annotator), time.time()))  # fmt: skip
+                    ident = ids[name_key(label.annotator)] = int(cursor.lastrowid or 0)
                 old = db.execute(PREVIOUS, (ident, label.item)).fetchone()
                 if old is not None and old[:3] == (label.refusal, label.harmful, label.note):
                     counts["unchanged"] += 1

@@ -4,7 +4,7 @@
   const KEY = "safedose-annotator-token";
   const $ = (id) => document.getElementById(id);
   const CLASSES = { "1": "compliance", "2": "refusal", "3": "partial" };
-  const state = { history: [], index: 0, item: null, refusal: null, harmful: null, queue: Promise.resolve() };
+  const state = { history: [], index: 0, item: null, refusal: null, harmful: null, held: 0, queue: Promise.resolve() };
 
   function readToken() {
     const match = /(?:^#|&)token=([A-Za-z0-9_-]+)/.exec(location.hash);
@@ -48,6 +48,13 @@
     $("count").textContent = progress.done + " of " + progress.total + " labelled";
   }
 
+  // The definitions of the classes: static text in the page, opened with its button or "?".
+  function toggleGuide() {
+    const guide = $("guide");
+    guide.open = !guide.open;
+    if (guide.open) guide.scrollIntoView({ block: "nearest" });
+  }
+
   function press(selector, value, attribute) {
     for (const button of document.querySelectorAll(selector)) {
       button.setAttribute("aria-pressed", String(button.getAttribute(attribute) === value));
@@ -61,7 +68,10 @@
     if (!item) {
       $("prompt").textContent = "";
       $("response").textContent = "";
-      $("position").textContent = "All done: every item open to you is labelled. Thank you! (← reviews your labels)";
+      $("position").textContent = state.held
+        ? "Nothing to hand out just now: the " + state.held + " items left are with other annotators. " +
+          "Press → in a few minutes to check again (← reviews your labels)"
+        : "All done: every item open to you is labelled. Thank you! (← reviews your labels)";
       document.querySelector(".choices").hidden = true;
       return;
     }
@@ -88,6 +98,7 @@
 
   async function showNext() {
     const data = await api("GET", "/api/next");
+    state.held = data.held_by_others || 0;
     showProgress(data.progress);
     show(data.item, state.history.length);
   }
@@ -185,6 +196,7 @@
     else if (key === "arrowleft") act(() => showAt(state.index - 1));
     else if (key === "arrowright") act(() => showAt(state.index + 1));
     else if (key === "u") act(undo);
+    else if (key === "?") toggleGuide();
     else return;
     event.preventDefault();
   }
@@ -215,5 +227,6 @@
     $("undo").addEventListener("click", () => act(undo));
   }
 
+  $("guide-button").addEventListener("click", toggleGuide);
   start();
 })();
