@@ -114,6 +114,10 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = settings.address or "this machine"
                 raise SafedoseError(f"ray: cannot connect to {where}: {str(e).splitlines()[0]}") from None
+        problems = resource_problems(settings, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
+        if problems:
+            self.close()
+            raise SafedoseError(f"ray: {problems[0]}")
         self.remote = ray.remote(_run_task)
 
     def groups(self, items: Sequence[T]) -> list[list[T]]:
@@ -158,6 +162,33 @@ class RayExecutor:
     def close(self) -> None:
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+STAGES: tuple[Stage, ...] = ("train", "generate", "judge", "capability")
+
+
+def resource_problems(
+    settings: RaySettings, nodes: Sequence[dict[str, float]], where: str = "the cluster"
+) -> list[str]:
+    """Each stage whose task no node can hold (Ray would wait for it forever), in words; `nodes` are the nodes'
+    resources as Ray reports them (`CPU`, `GPU`)."""
+    cpus, gpus = (max((n.get(k, 0) for n in nodes), default=0) for k in ("CPU", "GPU"))
+    has = f"{cpus:g} CPUs and {gpus:g} GPUs" if len(nodes) == 1 else f"at most {cpus:g} CPUs and {gpus:g} GPUs a node"
+    problems = []
+    for stage in STAGES:
+        ask: TaskResources = getattr(settings, stage)
+        if not any(n.get("CPU", 0) >= ask.num_cpus and n.get("GPU", 0) >= ask.num_gpus for n in nodes):
+            problems.append(f"a {stage} task asks {ask.num_cpus:g} CPUs and {ask.num_gpus:g} GPUs (ray.{stage}); "
+                            f"{where} has {has}, so Ray would wait for it forever: lower ray.{stage}.num_cpus / "
+                            "num_gpus or use a cluster that has them")  # fmt: skip
+    return problems
+
+
+def local_resources() -> dict[str, float]:
+    """What a Ray started on this machine would offer: its CPUs and the GPUs torch sees."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
 def make_executor(kind: str, settings: RaySettings, *, console: Console | None = None) -> Executor:

@@ -249,15 +249,23 @@ class Step:
 
 
 def plan(config: SweepConfig) -> list[Step]:
-    """Every step of the sweep, whether its result is already on disk, and an estimate of its time here."""
+    """Every step of the sweep, whether its result is already on disk, and an estimate of its time here (None: not
+    measured on this machine). Nothing is downloaded: without the model here, what needs its hash is planned as
+    work to do."""
+    from safedose.models import local_model_dir
     from safedose.train._recipe import CHECKPOINTS, MANIFEST
 
     check_names(config)
     run = config.run_dir
+    here = local_model_dir(config.model) is not None
     steps: list[Step] = []
     cells = cells_of(config)
     for seed in config.seeds:
         for fmt in config.formats:
+            if not here and config.max_tokens is not None:
+                detail = "named by the model's tokenizer (max_tokens), once the model is on this machine"
+                steps.append(Step(f"mix seed {seed} {fmt}", "run", detail, 5.0))
+                continue
             out = mix_dir(run, config, seed, fmt)
             done = mix_complete(out, config.doses)
             detail, estimate = str(out), None if done else 5.0
@@ -269,44 +277,117 @@ def plan(config: SweepConfig) -> list[Step]:
             steps.append(Step(f"mix seed {seed} {fmt}", "cached" if done else "run", detail, estimate))
     per_row_epoch = measured(timing_key("train", config))
     epochs = config.cell_train_config("-", "-", None, 0).epochs  # type: ignore[arg-type]
-    all_trained = True
+    fingerprints: dict[str, str] = {}
     for cell in cells:
         rows = config.base_size + cell.dose
         estimate = per_row_epoch * rows * epochs if per_row_epoch else None
-        data = mix_dir(run, config, cell.seed, cell.format)
-        if not (train_file(data, cell.dose).is_file() and val_file(data, cell.dose).is_file()):
-            steps.append(Step(f"train {cell.name}", "run", "after its mix is written", estimate))
-            all_trained = False
+        data = mix_dir(run, config, cell.seed, cell.format) if here or config.max_tokens is None else None
+        if data is None or not (train_file(data, cell.dose).is_file() and val_file(data, cell.dose).is_file()):
+            after = "its mix is written" if here else "the model is on this machine"
+            steps.append(Step(f"train {cell.name}", "run", f"after {after}{_flops(config, rows)}", estimate))
+            continue
+        if not here:
+            steps.append(Step(f"train {cell.name}", "run", f"once the model is on this machine{_flops(config, rows)}",
+                              estimate))  # fmt: skip
             continue
         fp, _ = cell_fingerprint(config, run, cell)
         target = adapter_dir(run, cell, fp)
         checkpoints = sorted((target / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
         if (target / MANIFEST).is_file():
+            fingerprints[cell.name] = fp
             steps.append(Step(f"train {cell.name}", "cached", str(target), None))
         elif checkpoints:
-            all_trained = False
             steps.append(Step(f"train {cell.name}", "resume", f"{target} from {checkpoints[-1].name}", estimate))
         else:
-            all_trained = False
-            steps.append(Step(f"train {cell.name}", "run", str(target), estimate))
+            steps.append(Step(f"train {cell.name}", "run", f"{target}{_flops(config, rows)}", estimate))
+    all_trained = len(fingerprints) == len(cells)
+    answered, same_report = _finished_variants(config, fingerprints)
+    new = [c for c in cells if c.name not in answered]
     n_prompts = sum(min(config.eval_sets.limit or 10**9, _size(s)) for s in config.eval_sets.all_sets())
     n_variants = len(cells) + 2
-    answers = n_prompts * n_variants
-    per_answer = measured(timing_key("generate", config))
+    todo = len(new) + (0 if answered else 2)  # the untuned model's two variants go with the first run
+    answers = n_prompts * todo
+    status = "cached" if not todo else "run"
+    reused = f"; {n_variants - todo} of {n_variants} variants finished" if todo and answered else ""
     note = "finished rows are reused from cache.sqlite" if (run / "cache.sqlite").is_file() else "nothing cached yet"
-    steps.append(Step("generate", "run", f"{n_variants} variants x {n_prompts} prompts; {note}",
-                      per_answer * answers if per_answer else None))  # fmt: skip
+    per_answer = measured(timing_key("generate", config))
+    steps.append(Step("generate", status, f"{n_variants} variants x {n_prompts} prompts{reused}; {note}",
+                      _times(per_answer, answers, status)))  # fmt: skip
     per_verdict, per_value = measured(timing_key("judge", config)), measured(timing_key("capability", config))
-    steps.append(Step("judge", "run", "verdicts are cached per judge revision and answer",
-                      per_verdict * answers if per_verdict else None))  # fmt: skip
-    values = n_variants * (2 if config.eval_sets.capability.references else 1)
-    steps.append(Step("capability", "run", "values are cached per variant and data",
-                      per_value * values if per_value else None))  # fmt: skip
+    steps.append(Step("judge", status, f"verdicts are cached per judge revision and answer{reused}",
+                      _times(per_verdict, answers, status)))  # fmt: skip
+    values = todo * (2 if config.eval_sets.capability.references else 1)
+    steps.append(Step("capability", status, f"values are cached per variant and data{reused}",
+                      _times(per_value, values, status)))  # fmt: skip
     from safedose.capability._sweep import plan_step
 
-    steps.append(Step(*plan_step(config.eval_sets.capability, n_variants - 1, config.model)))
-    steps.append(Step("metrics and report", "run", "" if all_trained else "after every cell is trained", 5.0))
+    name, _, detail, estimate = plan_step(config.eval_sets.capability, max(todo - 1, 0), config.model)
+    steps.append(Step(name, status, detail, None if status == "cached" else estimate))
+    report = "cached" if same_report and not todo else "run"
+    steps.append(Step("metrics and report", report, "" if all_trained else "after every cell is trained",
+                      None if report == "cached" else 5.0))  # fmt: skip
     return steps
+
+
+def _times(per_unit: float | None, units: int, status: str) -> float | None:
+    return None if status == "cached" or per_unit is None else per_unit * units
+
+
+def _flops(config: SweepConfig, rows: int) -> str:
+    """`; about N FLOP` of training `rows` rows (6 x parameters x tokens, every row at max_length: an upper bound),
+    from the model's shape; empty when the shape is not known without loading the model."""
+    from safedose.sweep._memory import model_shape
+
+    try:
+        shape, _ = model_shape(config.model, config.model_shape)
+    except SafedoseError:
+        return ""
+    train = config.cell_train_config("-", "-", None, 0)  # type: ignore[arg-type]
+    flops = 6 * shape.parameters() * rows * train.epochs * train.max_length
+    return f"; at most {flops:.1e} FLOP (6 x parameters x tokens)"
+
+
+def _finished_variants(config: SweepConfig, fingerprints: dict[str, str]) -> tuple[set[str], bool]:
+    """The cells whose answers, verdicts and capability values a finished sweep of this study holds (trained with
+    today's fingerprints, judged by today's judge revisions), and whether its metrics and report are today's."""
+    from safedose.run import manifest_path, metrics_path
+
+    run = config.run_dir
+    try:
+        manifest = json.loads(manifest_path(run).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return set(), False
+    if not metrics_path(run).is_file() or not isinstance(manifest, dict):
+        return set(), False
+    ignored = ("doses", "seeds", "formats", "target", "search", "executor", "ray", "output_dir", "name")
+    now = config.model_dump(mode="json")
+    then = manifest.get("config") or {}
+    if any(now.get(k) != then.get(k) for k in now if k not in ignored) or manifest.get("judges") != _revisions(config):
+        return set(), False
+    cells = manifest.get("cells") or {}
+    answered = {name for name, fp in fingerprints.items() if (cells.get(name) or {}).get("fingerprint") == fp}
+    same = answered == set(cells) and all(now.get(k) == then.get(k) for k in ("doses", "seeds", "formats", "target"))
+    return answered, same
+
+
+def _revisions(config: SweepConfig) -> dict[str, str] | None:
+    """Each judged role's judge revision (`name@revision`), read without building a judge; None where a judge's
+    revision is only known once it is made (a local model or an endpoint)."""
+    from safedose.judges import JUDGES, get_judge, judge_id
+
+    out = {}
+    for role in ROLES:
+        name = getattr(config.judges, role)
+        if not name:
+            continue
+        entry = JUDGES.get(name.partition(":")[0])
+        if entry.trained is not None:
+            out[role] = f"{entry.trained.name}@{entry.trained.revision}"
+        elif entry.kind == "rule":
+            out[role] = judge_id(get_judge(name))
+        else:
+            return None
+    return out
 
 
 def _size(name: str) -> int:
