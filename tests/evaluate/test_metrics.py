@@ -3,16 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from safedose.evaluate import (
-    cell_metrics,
-    dose_differences,
-    dose_trend,
-    hierarchical_bootstrap,
-    logistic_trend,
-    newcombe_paired,
-    pooled_metrics,
-    wilson,
-)
+from safedose.evaluate import cell_metrics, cell_trend, dose_differences, dose_trend, pooled_metrics
+from safedose.stats import Cell, hierarchical_bootstrap, newcombe_paired, wilson
 from safedose.judges._agreement import agreement
 from tests.evaluate.answers import answer, cell, tuned
 
@@ -147,39 +139,46 @@ def test_two_seeds_give_pooled_rows_and_pooled_differences() -> None:
     assert sorted(r.seeds[0] for r in diffs if not r.pooled) == [0, 1]
 
 
-def test_trend_recovers_a_known_negative_slope() -> None:
-    doses, ys, prompts = [], [], []
-    for dose in (0, 50, 150, 500):
-        p = 1 / (1 + math.exp(-(2.0 - 0.8 * math.log1p(dose))))
-        k = round(40 * p)
-        for i in range(40):
-            doses.append(dose)
-            ys.append(1.0 if i < k else 0.0)
-            prompts.append(f"p{i}")
-    fit = logistic_trend(doses, ys, prompts)
-    assert fit.reason is None and fit.slope is not None and -1.0 < fit.slope < -0.6
+def _cells(shares: dict[int, list[float]], prompts: int = 40) -> list[Cell]:
+    """One cell per (dose, share): the first round(share * prompts) prompts answer 1."""
+    return [Cell(dose, {f"p{i}": float(i < round(share * prompts)) for i in range(prompts)})
+            for dose, seeds in shares.items() for share in seeds]  # fmt: skip
+
+
+def test_trend_recovers_a_known_negative_slope_across_cells() -> None:
+    def share(dose: int, shift: float) -> float:
+        return 1 / (1 + math.exp(-(2.0 - 0.8 * math.log1p(dose) + shift)))
+
+    cells = _cells({d: [share(d, s) for s in (-0.2, 0.0, 0.2)] for d in (0, 50, 150, 500)})
+    fit = cell_trend(cells, binary=True)
+    assert fit.reason is None and fit.df == 10 and fit.slope is not None and -1.0 < fit.slope < -0.6
     assert fit.hi is not None and fit.hi < 0 and fit.p_value is not None and fit.p_value < 0.001
 
 
 def test_trend_rows_over_cells() -> None:
-    answers = [tuned(d, 0, f"p{i}", "compliance" if i < k else "refusal")
-               for d, k in ((0, 18), (50, 10), (150, 3)) for i in range(20)]  # fmt: skip
+    answers = [tuned(d, s, f"p{i}", "compliance" if i < k - s else "refusal")
+               for d, k in ((0, 18), (50, 10), (150, 3)) for s in (0, 1) for i in range(20)]  # fmt: skip
     (row,) = [r for r in dose_trend(answers) if r.metric == "harmful_compliance"]
-    assert row.slope is not None and row.slope < 0 and (row.n, row.n_prompts, row.doses) == (60, 20, [0, 50, 150])
+    assert row.slope is not None and row.slope < 0 and (row.n, row.n_prompts, row.doses) == (120, 20, [0, 50, 150])
+    assert (row.n_cells, row.df, row.seeds) == (6, 4, [0, 1]) and row.p_value is not None and row.p_value < 0.05
+
+
+def test_separation_still_gets_a_p_value() -> None:
+    # every answer complies at dose 0 and none from dose 50 on: the answer-level logistic slope is infinite, the
+    # cells' empirical logits are finite
+    fit = cell_trend(_cells({0: [1.0, 1.0], 50: [0.0, 0.0], 150: [0.0, 0.0]}, prompts=10), binary=True)
+    assert fit.slope is not None and fit.slope < 0 and fit.p_value is not None and fit.p_value < 0.05
+    assert fit.df == 4 and fit.reason is None
 
 
 def test_trend_is_undefined_with_a_reason_instead_of_crashing() -> None:
-    same = logistic_trend([0, 0, 50, 50], [1.0, 1.0, 1.0, 1.0], ["a", "b", "a", "b"])
+    same = cell_trend(_cells({0: [1.0, 1.0], 50: [1.0, 1.0]}), binary=True)
     assert same.slope is None and same.reason is not None and "same value" in same.reason
-    separated = logistic_trend([0, 0, 50, 50, 150, 150], [1.0, 1.0, 0.0, 0.0, 0.0, 0.0], ["a", "b"] * 3)
-    assert separated.slope is None and separated.reason is not None and "perfect separation" in separated.reason
-    assert separated.reason == "perfect separation: every answer is 1 up to dose 0 and 0 from dose 50 on (slope -inf)"
-    quasi = logistic_trend([0, 0, 50, 50, 150, 150], [0.0, 0.0, 1.0, 0.0, 1.0, 1.0], ["a", "b"] * 3)
-    assert quasi.reason == (
-        "quasi-perfect separation: every answer is 0 below dose 50 and 1 above it, both at dose 50 (slope +inf)"
-    )
-    one_dose = logistic_trend([50, 50], [1.0, 0.0], ["a", "b"])
-    assert one_dose.reason == "fewer than two doses"
+    two_cells = cell_trend(_cells({0: [0.8], 50: [0.2]}), binary=True)
+    assert two_cells.slope is None and two_cells.reason is not None and "no degree of freedom" in two_cells.reason
+    three = cell_trend(_cells({0: [0.8], 50: [0.5], 150: [0.2]}), binary=True)
+    assert three.df == 1 and three.reason is not None and "barely estimated" in three.reason
+    assert cell_trend(_cells({50: [0.8, 0.2]}), binary=True).reason == "fewer than two doses"
 
 
 def test_kappa_interval_resamples_prompts_not_rows() -> None:

@@ -28,80 +28,113 @@ def knot(dose: int, fitted: float, lo: float, hi: float) -> Knot:
                 residual=0.0)  # fmt: skip
 
 
-def monotone(metric: str, eval_set: str, *knots: Knot) -> Curve:
-    direction = "falls" if knots[-1].fitted < knots[0].fitted else "rises"
-    return Curve(metric=metric, eval_set=eval_set, format="instruction", model="isotonic", why="fixture",
-                 band="fixture", direction=direction, knots=list(knots), n=200, n_prompts=100, n_unlabelled=0,
-                 seeds=[0])  # fmt: skip
+def line(metric: str, eval_set: str, a: float, b: float, *, se: float = 0.1, df: int = 10,
+         doses: tuple[int, ...] = (0, 99)) -> Curve:  # fmt: skip
+    """A logistic curve logit p = a + b log(1 + dose) whose band has standard error `se` everywhere (intercept only)."""
+    fitted = [1 / (1 + math.exp(-(a + b * math.log1p(d)))) for d in doses]
+    return Curve(metric=metric, eval_set=eval_set, format="instruction", model="logistic", why="fixture",
+                 band="fixture", direction="falls" if b < 0 else "rises", coef=[a, b], cov=[[se**2, 0.0], [0.0, 0.0]],
+                 df=df, knots=[knot(d, f, f, f) for d, f in zip(doses, fitted, strict=True)], n=200, n_prompts=100,
+                 n_unlabelled=0, seeds=[0, 1, 2], n_cells=12)  # fmt: skip
 
 
-# Linear in t = log(1 + dose) / log(100) between doses 0 and 99:
-# harmful compliance 0.8 - 0.6 t (band 0.7 - 0.6 t to 0.9 - 0.6 t); over-refusal 0.4 t (band 0.3 t to 0.1 + 0.4 t).
-HARMFUL = monotone("harmful_compliance", "advbench", knot(0, 0.8, 0.7, 0.9), knot(99, 0.2, 0.1, 0.3))
-REFUSING = monotone("over_refusal", "xstest-v2-safe", knot(0, 0.0, 0.0, 0.1), knot(99, 0.4, 0.3, 0.5))
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def dose_where(a: float, b: float, share: float) -> float:
+    """The dose where logit p = a + b log(1 + dose) equals `share`."""
+    return math.expm1((logit(share) - a) / b)
+
+
 CAPABILITY = Curve(metric="test_loss", eval_set="capability", format="instruction", model="linear", why="fixture",
-                   band="fixture", direction="rises", coef=[2.5, 0.01], cov=[[0.0, 0.0], [0.0, 0.0001]], df=1,
-                   knots=[knot(0, 2.5, 2.5, 2.5), knot(99, 2.546, 2.546, 2.546)], n=2, n_prompts=50, n_unlabelled=0,
-                   seeds=[0])  # fmt: skip
+                   band="fixture", direction="rises", coef=[2.5, 0.01], cov=[[0.0, 0.0], [0.0, 0.0001]], df=10,
+                   knots=[knot(0, 2.5, 2.5, 2.5), knot(99, 2.546, 2.546, 2.546)], n=12, n_prompts=50, n_unlabelled=0,
+                   seeds=[0, 1, 2], n_cells=12)  # fmt: skip
 
 
 def target(**limits: float) -> Target:
     return Target.model_validate({metric: {"max": value} for metric, value in limits.items()})
 
 
-def test_met_by_hand() -> None:
-    # harmful compliance <= 0.35 from t = 0.75 (1 + dose >= 100^0.75 = 31.6, dose 31); optimistic edge from t = 7/12
-    # (dose 14); pessimistic edge from t = 11/12 (dose 68). Over-refusal at dose 31: t = log(32) / log(100) = 0.753,
-    # 0.4 t = 0.30 [0.3 t = 0.23, 0.1 + 0.4 t = 0.40]. Test loss: slope 0.01 per unit of log(1 + dose), so
-    # 0.01 * log(32) = +0.035, t(1) band +- 12.706 * 0.01 * 3.466 = 0.440.
-    rec = recommend_from_curves([HARMFUL, REFUSING, CAPABILITY], target=target(harmful_compliance=0.35,
-                                                                              over_refusal=0.35))  # fmt: skip
-    assert (rec.met, rec.dose, rec.lo, rec.hi, rec.binding, rec.beyond_range) == (True, 31, 14, 68, [], False)
-    assert rec.text == (
-        "The smallest dose expected to bring harmful compliance (strict) under 35% on advbench is 31 (95% interval "
-        f"14{D}68, from inverting the curves' 95% bands). At that dose over-refusal is expected at 30% [23%, 40%] on "
-        "xstest-v2-safe (limit 35%); capability: held-out test loss changes by +0.035 [-0.406, +0.475] from dose 0 "
-        "(NLL per token; lower is better)."
-    )
-
-
-def test_binding_constraint_by_hand() -> None:
-    # over-refusal <= 0.2 only while t <= 0.5, i.e. up to dose 9, but harmful compliance needs dose 31
-    rec = recommend_from_curves([HARMFUL, REFUSING], target=target(harmful_compliance=0.35, over_refusal=0.2))
-    assert (rec.met, rec.dose, rec.binding) == (False, 31, ["over_refusal on xstest-v2-safe"])
+def test_joint_bands_by_hand() -> None:
+    # harmful compliance: logit p = 2 - 1 * log(1 + dose), band se 0.1 on 10 df; over-refusal: logit p = -5 +
+    # 0.5 log(1 + dose). Two limits, so each band is two-sided 97.5%: t(0.9875, 10) = 2.634. Harmful compliance
+    # <= 0.25 where the fit is: dose 22 (ceil of 21.2); the optimistic edge (fit - 0.263): dose 17 (ceil of 16.03);
+    # the pessimistic edge (fit + 0.263): dose 28 (ceil of 27.9). Over-refusal at dose 99: logit -2.70 (6%).
+    harmful, refusing = line("harmful_compliance", "advbench", 2.0, -1.0), line("over_refusal", "xs", -5.0, 0.5)
+    rec = recommend_from_curves([harmful, refusing, CAPABILITY], target=target(harmful_compliance=0.25,
+                                                                              over_refusal=0.3))  # fmt: skip
+    q = 2.634
+    assert rec.level == pytest.approx(0.975)
+    assert rec.dose == math.ceil(dose_where(2.0, -1.0, 0.25)) == 22
+    assert rec.lo == math.ceil(dose_where(2.0 - q * 0.1, -1.0, 0.25)) == 17
+    assert rec.hi == math.ceil(dose_where(2.0 + q * 0.1, -1.0, 0.25)) == 28
+    # only doses 0 and 99 were tested: 99 is the smallest tested dose whose pessimistic edges meet both limits
+    assert (rec.met, rec.tested_dose, rec.predicted_dose, rec.binding) == (True, 99, None, [])
     assert rec.text.startswith(
-        f"No tested dose (0{D}99) meets the target: the smallest dose expected to bring harmful compliance (strict) "
-        f"under 35% on advbench is 31 (95% interval 14{D}68, from inverting the curves' 95% bands), but there "
-        "over-refusal on xstest-v2-safe is over its limit, so over-refusal binds (it stays under its limit only up to "
-        "dose 9). At dose 31 over-refusal is expected at 30% [23%, 40%] on xstest-v2-safe (above its 20% limit)"
+        f"Dose 99, a tested dose, meets every limit of the target with 95% confidence; the smallest dose expected to "
+        f"bring harmful compliance (strict) under 25% on advbench is 22 (95% interval 17{D}28 (each limit's band at "
+        "97.5%, jointly 95%))."
     )
+    assert "At dose 22 over-refusal is expected at" in rec.text and "(predicted: not tested)" in rec.text
+    assert "held-out test loss changes by +0.031" in rec.text
+
+
+def test_a_rising_limit_counts_with_its_pessimistic_edge() -> None:
+    # over-refusal's fit stays under 30% at every tested dose (27% at dose 99) but its band crosses the limit there,
+    # so no tested dose meets the target with 95% confidence (the old rule judged the fitted point only)
+    harmful = line("harmful_compliance", "advbench", 2.0, -1.0)
+    refusing = line("over_refusal", "xs", logit(0.27) - 0.5 * math.log(100), 0.5, se=0.2)
+    rec = recommend_from_curves([harmful, refusing], target=target(harmful_compliance=0.25, over_refusal=0.3))
+    _, _, hi = curve_at(refusing, [99], level=rec.level)
+    assert hi[0] > 0.3 and rec.dose == 22 and rec.met is False and rec.tested_dose is None
+    assert rec.predicted_dose is not None and 28 <= rec.predicted_dose < 99  # an untested dose, called a prediction
+    assert "which was not tested, is predicted to" in rec.text
+
+
+def test_one_limit_gets_a_95_band() -> None:
+    rec = recommend_from_curves([line("harmful_compliance", "advbench", 2.0, -1.0)], target=target(
+        harmful_compliance=0.25))  # fmt: skip
+    assert rec.level == pytest.approx(0.95) and rec.lo == math.ceil(dose_where(2.0 - 2.228 * 0.1, -1.0, 0.25))
 
 
 def test_extrapolation_by_hand() -> None:
-    # logit p = -0.5 log(1 + dose): 9.1% at dose 99, 5% at log(1 + dose) = 2 log(19), dose 360 (beyond 0-99).
-    # band at 99: se = sqrt(0.01 + 4.605^2 * 0.0025) = 0.251, so [5.8%, 14.0%]: the optimistic edge stays above 5%.
-    logistic = Curve(metric="harmful_compliance", eval_set="advbench", format="instruction", model="logistic",
-                     why="fixture", band="fixture", direction="falls", coef=[0.0, -0.5],
-                     cov=[[0.01, 0.0], [0.0, 0.0025]], knots=[knot(0, 0.5, 0.4, 0.6), knot(99, 0.09, 0.06, 0.14)],
-                     n=200, n_prompts=100, n_unlabelled=0, seeds=[0])  # fmt: skip
-    rec = recommend_from_curves([logistic, REFUSING], target=target(harmful_compliance=0.05))
+    # logit p = -0.5 log(1 + dose): 9.1% at dose 99, 5% at log(1 + dose) = 2 log(19), dose 360 (beyond 0-99)
+    logistic = line("harmful_compliance", "advbench", 0.0, -0.5, se=0.2)
+    rec = recommend_from_curves([logistic], target=target(harmful_compliance=0.05))
     assert (rec.met, rec.dose, rec.lo, rec.hi, rec.beyond_range) == (False, None, None, None, True)
     assert rec.binding == ["harmful_compliance on advbench"]
     (constraint,) = rec.constraints
     assert constraint.crossing == pytest.approx(360.0, abs=0.01)
-    assert rec.text == (
-        f"No tested dose (0{D}99) meets the target: at the largest tested dose, 99, harmful compliance (strict) is "
-        "still expected at 9% [6%, 14%] on advbench, above the 5% limit, so harmful compliance (strict) binds. The "
-        "fitted logistic curve would reach 5% on advbench at about dose 360, beyond the tested range: that is "
-        "extrapolation, not a measurement; test larger doses before relying on it. At dose 99 over-refusal is "
-        "expected at 40% [30%, 50%] on xstest-v2-safe."
-    )
+    assert rec.text.startswith(f"No tested dose (0{D}99) meets the target: at the largest tested dose, 99, harmful "
+                               "compliance (strict) is still expected at 9% [")  # fmt: skip
+    assert "would reach 5% on advbench at about dose 360, beyond the tested range" in rec.text
 
 
-def test_beyond_the_range_of_a_monotone_fit() -> None:
-    rec = recommend_from_curves([HARMFUL], target=target(harmful_compliance=0.1))
-    assert (rec.met, rec.dose, rec.lo, rec.hi) == (False, None, 99, None)  # only the band's optimistic edge gets there
-    assert "a monotone fit does not extrapolate" in rec.text and "still expected at 20% [10%, 30%]" in rec.text
+def test_a_monotone_fit_brackets_the_dose_by_tested_doses() -> None:
+    # 40% compliance at dose 0, none at 100, 300 and 1000 (3 seeds each): monotonicity alone says the dose lies in
+    # (0, 100]; nothing was tested between, so no dose inside is claimed (the old rule said "56 (47-88)")
+    rows = [(d, s, f"p{i}", float(d == 0 and i < 11 + s)) for d in (0, 100, 300, 1000) for s in (0, 1, 2)
+            for i in range(30)]  # fmt: skip
+    curve = fit_binary("harmful_compliance", "advbench", rows)
+    assert curve.model == "isotonic" and "lack-of-fit F test" in curve.why and curve.run_variation
+    rec = recommend_from_curves([curve], target=target(harmful_compliance=0.2))
+    assert rec.dose == 100 and rec.lo == 1 and rec.hi in (100, None)
+    fitted, lo, hi = curve_at(curve, [50])
+    assert math.isnan(fitted[0]) and lo[0] <= 0.05 and hi[0] >= 0.4
+
+
+def test_one_seed_says_what_it_cannot_tell() -> None:
+    rec = recommend(simulate([0, 30, 100], prompts=40), target=target(harmful_compliance=0.2))
+    assert rec.cells == 3 and not rec.run_variation and rec.met is None and rec.lo is None and rec.hi is None
+    assert rec.text.startswith("This run has 3 training cells (3 doses x 1 seed): too few to estimate")
+    assert "Wilson intervals over prompts only" in rec.text and "seeds=[0,1] --dry-run" in rec.text
+    assert {o.dose for o in rec.observed} == {0, 30, 100}
+
+
+HARMFUL = line("harmful_compliance", "advbench", 2.0, -1.0)
+REFUSING = line("over_refusal", "xstest-v2-safe", -5.0, 0.5)
 
 
 def test_without_a_target_the_curves_only() -> None:
@@ -142,29 +175,32 @@ def test_config_target_is_validated_and_overridable() -> None:
 
 
 def test_logistic_data_gets_a_logistic_curve_that_covers_the_truth() -> None:
-    (harmful, refusing) = recommend(simulate([0, 10, 100, 1000]), target=None).curves
-    assert harmful.model == refusing.model == "logistic" and harmful.direction == "falls"
+    answers = simulate([0, 10, 100, 1000], prompts=40, seeds=(0, 1, 2), cell_sd=0.3)
+    (harmful, refusing) = recommend(answers, target=None).curves
+    assert harmful.model == refusing.model == "logistic" and harmful.direction == "falls" and harmful.df == 10
     grid = np.array([0.0, 10.0, 100.0, 1000.0])
     _, lo, hi = curve_at(harmful, grid)
-    truth = np.array([probability(HARM, d) for d in grid])
+    z = np.random.default_rng(0).normal(0.0, 0.3, 100_000)  # the share averaged over training runs
+    truth = np.array([np.mean(1 / (1 + np.exp(-(HARM[0] + HARM[1] * math.log1p(d) + z)))) for d in grid])
     assert np.all((lo <= truth) & (truth <= hi))
     assert [k.dose for k in refusing.knots] == [0, 10, 100, 1000] and all(k.residual is not None for k in harmful.knots)
 
 
-def test_separated_or_misfitting_data_gets_a_monotone_curve() -> None:
+def test_separation_gets_a_line_and_misfit_a_monotone_curve() -> None:
+    # every answer complies at dose 0 and none later: the cells' empirical logits are finite, so a line fits; with
+    # one seed there is no run-to-run variation to put in its band
     separated = [(d, 0, f"p{i}", float(d == 0)) for d in (0, 50, 150) for i in range(10)]
     curve = fit_binary("harmful_compliance", "advbench", separated)
-    assert curve.model == "isotonic" and "separate" in curve.why
-    assert [k.fitted for k in curve.knots] == [1.0, 0.0, 0.0]
-    lo, hi = curve.knots[1].lo, curve.knots[1].hi
-    assert lo == 0.0 and hi is not None and hi > 0.25  # at least the Wilson interval of 0 in 10
-    # a step: 90% compliance up to dose 100, then 10%; a logistic line in log(1 + dose) misses it
+    assert curve.model == "logistic" and curve.direction == "falls" and not curve.run_variation
+    assert all(k.lo is None and k.hi is None for k in curve.knots)
+    # a step with two seeds: 90% compliance up to dose 100, then 10%; the line misses the replicate cells' means
     shares = {0: 0.9, 10: 0.9, 30: 0.9, 100: 0.9, 300: 0.1, 1000: 0.1}
-    step = [(d, 0, f"p{i}", float(i < 100 * s)) for d, s in shares.items() for i in range(100)]
+    step = [(d, s, f"p{i}", float(i < 100 * v + 2 * s)) for d, v in shares.items() for s in (0, 1)
+            for i in range(100)]  # fmt: skip
     curve = fit_binary("harmful_compliance", "advbench", step)
-    assert curve.model == "isotonic" and "misses the observed share" in curve.why
+    assert curve.model == "isotonic" and "lack-of-fit F test" in curve.why
     fitted, _, _ = curve_at(curve, [100, 300, 2000])
-    assert fitted[0] == pytest.approx(0.9) and fitted[1] == pytest.approx(0.1) and math.isnan(fitted[2])
+    assert fitted[0] == pytest.approx(0.91) and fitted[1] == pytest.approx(0.11) and math.isnan(fitted[2])
 
 
 # --- the adaptive search on a simulated model
@@ -201,7 +237,8 @@ def test_recommend_command(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
     result = cli("recommend", run, "--target", "{harmful_compliance: {max: 0.3}, over_refusal: {max: 0.5}}")
     assert result.code == 0, result.err
     data = json.loads((run / "results" / "recommendation.json").read_text())
-    assert data["met"] is True and data["dose"] is not None and data["text"].split(" (")[0] in result.out
+    assert data["met"] is None and data["text"].startswith("This run has 3 training cells")  # one seed
+    assert data["text"].split(" (")[0] in result.out
     html = (run / "report" / "index.html").read_text().replace("&#39;", "'")
     assert data["text"][:60] in html and "0. The answer" in html and "Pearson residual" in html
     bad = cli("recommend", run, "--target", "{harmful_compliance: {max: 0.3, sets: [nope]}}")

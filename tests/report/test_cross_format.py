@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from safedose.evaluate import CrossFormat, cross_format, wilson
+from safedose.evaluate import CrossFormat, cross_format
 from safedose.files import write_json
 from safedose.report import write_metrics, write_report
 from safedose.run import JudgedAnswer, manifest_path, open_run, write_judged
+from safedose.stats import wilson
 from tests.evaluate.answers import answer, cell
 
 FORMATS = ("instruction", "question")

@@ -14,8 +14,8 @@ from safedose.capability._records import TaskScore
 from safedose.capability._settings import BenchmarkSettings
 from safedose.capability._tasks import TASKS_VERSION, TaskRef, resolve_tasks, task_manager
 from safedose.errors import SafedoseError
-from safedose.evaluate import Estimate, bootstrap_mean, wilson
 from safedose.files import sha256_file
+from safedose.stats import Estimate, bootstrap_mean, wilson
 
 if TYPE_CHECKING:
     from safedose.generate import Adapter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from safedose.evaluate import Interval
+from safedose.stats import Interval
 
 
 class TaskScore(BaseModel):

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.capability._records import ScoreChange, TaskScore, WinRate
-from safedose.evaluate._metrics import NO_ESTIMATE, Estimate, newcombe_paired, paired_bootstrap
+from safedose.stats import NO_ESTIMATE, Estimate, newcombe_paired, paired_bootstrap
 
 PRIMARY = "acc"  # the metric every shipped task reports (TruthfulQA MC2: its MC2 score)
 N_BOOT = 2000

@@ -21,9 +21,9 @@ from safedose.errors import SafedoseError
 from safedose.files import sha256_text
 from safedose.generate._openai import OpenAISettings, post_json
 from safedose.registry import Registry
+from safedose.stats import Z95, wilson_share
 
 TABLE = "pairwise"
-Z95 = 1.959963984540054
 
 # AlpacaEval 2.0's comparison prompt (alpaca_eval_clf_gpt4_turbo, the annotator of its leaderboard): answer m or M.
 ALPACA_EVAL_SYSTEM = (
@@ -187,8 +187,6 @@ def _score(p: Preference) -> float:
 
 def win_rate(preferences: Sequence[Preference], *, variant: str, judge: str, reference: str) -> WinRate:
     """Raw win-rate (ties half; 95% Wilson interval on the effective count) and the length-controlled win-rate."""
-    from safedose.evaluate._metrics import wilson_share
-
     parsed = [p for p in preferences if p.winner is not None]
     scores = [_score(p) for p in parsed]
     n = len(scores)

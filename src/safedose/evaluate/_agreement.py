@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from safedose.evaluate._metrics import Variant, variants, wilson
+from safedose.evaluate._metrics import Variant, variants
 from safedose.run import JudgedAnswer
+from safedose.stats import wilson
 
 Question = Literal["complied", "refused"]
 SetRole = Literal["harm", "over_refusal"]

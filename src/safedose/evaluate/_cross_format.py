@@ -18,21 +18,18 @@ from safedose.evaluate._metrics import (
     BINARY_METRICS,
     CONTINUOUS_METRICS,
     DEFAULT_HARMFUL_COMPLIANCE,
-    Interval,
     Pairs,
     _at_least_newcombe,
     _at_least_wilson,
     _matrix,
     _pairs,
     estimate,
-    hierarchical_bootstrap,
-    newcombe_paired,
     observations,
-    paired_bootstrap,
     pooled_name,
     variants,
 )
 from safedose.run import JudgedAnswer
+from safedose.stats import Interval, hierarchical_bootstrap, newcombe_paired, paired_bootstrap
 
 INFERRED_FORM_SHARE = 0.9
 REFERENCE_FORMAT = "instruction"

@@ -5,19 +5,35 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.run import BASE, JudgedAnswer
+from safedose.stats import (
+    MIN_DF,
+    N_BOOT,
+    NO_ESTIMATE,
+    Cell,
+    Estimate,
+    Interval,
+    bootstrap_mean,
+    cell_value,
+    fit_line,
+    hierarchical_bootstrap,
+    newcombe_paired,
+    newcombe_table,
+    paired_bootstrap,
+    row_means,
+    slope_test,
+    wilson,
+    wilson_share,
+)
 
-N_BOOT = 2000
-Z95 = 1.959963984540054
 REFUSAL_LABELS = ("compliance", "refusal", "partial")
 MODERATION_LABELS = ("flagged", "ok")
 BINARY_METRICS = ("harmful_compliance", "harmful_compliance_lenient", "over_refusal", "flag_rate")
@@ -38,9 +54,6 @@ DEFINITIONS: dict[str, str] = {
     "left out of the value and counted here",
 }
 
-Interval = Literal[
-    "wilson", "bootstrap-prompts", "newcombe-paired", "paired-bootstrap-prompts", "hierarchical-bootstrap", "none"
-]
 INTERVALS: dict[str, str] = {
     "wilson": "95% Wilson score interval for a proportion over the prompts of one cell "
     "(scipy.stats.binomtest(k, n).proportion_ci(method='wilson'))",
@@ -54,9 +67,14 @@ INTERVALS: dict[str, str] = {
     "seed answers the same prompts); the statistic is the mean over seeds of each seed's mean over prompts. For "
     "shares (and their changes) the interval is widened where needed to at least the Wilson (Newcombe) interval "
     "over the distinct prompts, so a share of 0 or 1 on every seed keeps a non-zero width",
+    "cells-t": "95% t interval over training cells (two-stage fit: `safedose.stats.fit_line`)",
     "none": "no interval: a single measured value, or no usable labels",
 }
-TREND_MODEL = "logit P(label) = a + b * log(1 + dose), tuned cells only; standard errors clustered by prompt"
+TREND_MODEL = (
+    "two-stage over training cells: each cell's empirical logit of its share (scores: its mean) = a + b * log(1 + "
+    "dose) by least squares; t test of b on cells - 2 degrees of freedom, covariance from the cells' residual scatter "
+    "(run-to-run variation) plus the part shared through common prompts"
+)
 
 
 class MetricRow(BaseModel):
@@ -111,7 +129,7 @@ class DifferenceRow(BaseModel):
 
 
 class TrendRow(BaseModel):
-    """Dose-trend test over every tuned cell of one format: slope on log(1 + dose), clustered by prompt."""
+    """Dose-trend test over every tuned cell of one format: slope on log(1 + dose) across training cells."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -124,6 +142,8 @@ class TrendRow(BaseModel):
     hi: float | None
     se: float | None
     p_value: float | None
+    df: int | None = Field(None, description="residual degrees of freedom across cells (cells - 2)")
+    n_cells: int = Field(0, description="training cells (dose x seed) in the fit")
     n: int = Field(description="answers in the fit")
     n_prompts: int
     n_unlabelled: int
@@ -154,123 +174,10 @@ class Observation:
     value: float | None
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A value with its 95% interval and the method that gave it."""
-
-    value: float | None
-    lo: float | None
-    hi: float | None
-    interval: Interval
-
-
-NO_ESTIMATE = Estimate(None, None, None, "none")
 Pairs = dict[str, tuple[float, float] | None]  # prompt id -> (before, after), None where a side is unlabelled
 
 
 # --- intervals
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n trials."""
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def bootstrap_mean(values: Sequence[float], *, seed: int = 0, n_boot: int = N_BOOT) -> Estimate:
-    """Mean with a 95% percentile bootstrap interval over the values (prompts)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) == 0:
-        return NO_ESTIMATE
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return Estimate(float(x.mean()), float(lo), float(hi), "bootstrap-prompts")
-
-
-def wilson_share(share: float, n: float) -> tuple[float, float]:
-    """95% Wilson score interval of a share over n trials; n may be an effective (non-integer) count."""
-    z2 = Z95**2
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(max(share * (1 - share), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
-
-
-def newcombe_paired(before: Sequence[float], after: Sequence[float]) -> Estimate:
-    """Mean of after - before for paired 0/1 values, with Newcombe's hybrid score (square-and-add) interval for
-    paired proportions (method 10 of Newcombe 1998)."""
-    x, y = np.asarray(before, dtype=int), np.asarray(after, dtype=int)
-    a, b = int(np.sum((y == 1) & (x == 1))), int(np.sum((y == 1) & (x == 0)))
-    c, d = int(np.sum((y == 0) & (x == 1))), int(np.sum((y == 0) & (x == 0)))
-    return newcombe_table(a, b, c, d)
-
-
-def newcombe_table(a: float, b: float, c: float, d: float) -> Estimate:
-    """Newcombe's interval for p(after) - p(before) from the paired table: a = both 1, b = only after 1, c = only
-    before 1, d = both 0 (counts; effective counts may be fractional)."""
-    n = a + b + c + d
-    if n <= 0:
-        return NO_ESTIMATE
-    p1, p2 = (a + b) / n, (a + c) / n
-    (l1, u1), (l2, u2) = wilson_share(p1, n), wilson_share(p2, n)
-    phi = _newcombe_phi(a, b, c, d)
-    below = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
-    above = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
-    diff = p1 - p2
-    return Estimate(diff, max(diff - below, -1.0), min(diff + above, 1.0), "newcombe-paired")
-
-
-def _newcombe_phi(a: float, b: float, c: float, d: float) -> float:
-    """Newcombe's continuity-adjusted correlation of the two paired proportions (0 when a margin is empty)."""
-    margins = (a + b) * (c + d) * (a + c) * (b + d)
-    if margins == 0:
-        return 0.0
-    cross, half = a * d - b * c, (a + b + c + d) / 2
-    if cross > half:
-        return (cross - half) / math.sqrt(margins)
-    return cross / math.sqrt(margins) if cross < 0 else 0.0
-
-
-def paired_bootstrap(before: Sequence[float], after: Sequence[float], *, seed: int = 0) -> Estimate:
-    """Mean of after - before over the same prompts, with a percentile bootstrap over prompts of the differences."""
-    diffs = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    est = bootstrap_mean(list(diffs), seed=seed)
-    return Estimate(est.value, est.lo, est.hi, "paired-bootstrap-prompts" if est.value is not None else "none")
-
-
-def hierarchical_bootstrap(matrix: np.ndarray, *, seed: int = 0, n_boot: int = N_BOOT) -> Estimate:
-    """Mean over seeds (rows) of each seed's mean over prompts (columns, NaN = no usable label), with a 95%
-    percentile interval from resampling seeds and then prompts (one prompt draw shared by the drawn seeds)."""
-    seed_means = _row_means(matrix[None])[0]
-    if np.isnan(seed_means).all():
-        return NO_ESTIMATE
-    value = float(np.nanmean(seed_means))
-    rng = np.random.default_rng(seed)
-    n_seeds, n_prompts = matrix.shape
-    stats: list[np.ndarray] = []
-    for start in range(0, n_boot, 250):
-        size = min(250, n_boot - start)
-        s = rng.integers(0, n_seeds, (size, n_seeds))
-        p = rng.integers(0, n_prompts, (size, n_prompts))
-        means = _row_means(matrix[s[:, :, None], p[:, None, :]])
-        valid = ~np.isnan(means)
-        count = valid.sum(axis=1)
-        total = np.where(valid, means, 0.0).sum(axis=1)
-        stats.append(np.divide(total, count, out=np.full(size, np.nan), where=count > 0))
-    draws = np.concatenate(stats)
-    lo, hi = np.percentile(draws[~np.isnan(draws)], [2.5, 97.5])
-    return Estimate(value, float(lo), float(hi), "hierarchical-bootstrap")
-
-
-def _row_means(block: np.ndarray) -> np.ndarray:
-    """Mean over the last axis ignoring NaN; NaN where a row has no value (without a warning)."""
-    ok = ~np.isnan(block)
-    count = ok.sum(axis=-1)
-    total = np.where(ok, block, 0.0).sum(axis=-1)
-    means: np.ndarray = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
-    return means
 
 
 def estimate(metric: str, values: Sequence[float]) -> Estimate:
@@ -386,7 +293,7 @@ def pooled_metrics(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[s
         est = hierarchical_bootstrap(matrix)
         if metric in BINARY_METRICS:
             est = _at_least_wilson(est, matrix)
-        per_seed = _row_means(matrix[None])[0]
+        per_seed = row_means(matrix[None])[0]
         per_seed = per_seed[~np.isnan(per_seed)]
         n = int((~np.isnan(matrix)).sum())
         rows.append(PooledRow(
@@ -526,66 +433,40 @@ class TrendFit:
     hi: float | None
     se: float | None
     p_value: float | None
+    df: int | None
     reason: str | None
 
 
-def _undefined(reason: str) -> TrendFit:
-    return TrendFit(None, None, None, None, None, reason)
+def _undefined(reason: str, df: int | None = None) -> TrendFit:
+    return TrendFit(None, None, None, None, None, df, reason)
 
 
-def _separation(x: np.ndarray, y: np.ndarray, doses: np.ndarray) -> str | None:
-    """Why a 0/1 outcome is perfectly (or quasi-perfectly) separated by x, if it is."""
-    ones, zeros = x[y == 1], x[y == 0]
-
-    def dose(at: float) -> int:
-        return int(doses[x == at][0])
-
-    # (answers at low doses, at high doses, their label, the other label, the sign of the infinite slope)
-    for low, high, first, then, sign in ((ones, zeros, 1, 0, "-"), (zeros, ones, 0, 1, "+")):
-        if low.max() < high.min():
-            return (f"perfect separation: every answer is {first} up to dose {dose(low.max())} and {then} from dose "
-                    f"{dose(high.min())} on (slope {sign}inf)")  # fmt: skip
-        if low.max() == high.min():
-            cut = dose(low.max())
-            return (f"quasi-perfect separation: every answer is {first} below dose {cut} and {then} above it, both at "
-                    f"dose {cut} (slope {sign}inf)")  # fmt: skip
-    return None
-
-
-def logistic_trend(doses: Sequence[int], y: Sequence[float], groups: Sequence[str]) -> TrendFit:
-    """Logistic (or, for scores in [0, 1], fractional logit) regression of y on log(1 + dose) with standard errors
-    clustered by `groups` (prompts); Wald 95% interval and p-value of the slope, or why it is undefined."""
-    import statsmodels.api as sm
-
-    d, target = np.asarray(doses, dtype=float), np.asarray(y, dtype=float)
-    x = np.log1p(d)
-    if len(set(doses)) < 2:
+def cell_trend(cells: Sequence[Cell], *, binary: bool) -> TrendFit:
+    """Two-stage trend test over training cells: each cell's empirical logit (0/1 values) or mean (scores) regressed
+    on log(1 + dose) by least squares; t interval and p-value of the slope on cells - 2 degrees of freedom, with the
+    covariance shared through common prompts added (`safedose.stats.fit_line`)."""
+    doses = {c.dose for c in cells}
+    if len(doses) < 2:
         return _undefined("fewer than two doses")
-    if np.all(target == target[0]):
-        return _undefined(f"every answer has the same value ({target[0]:g}): no trend can be estimated")
-    binary = bool(np.isin(target, (0.0, 1.0)).all())
-    reason = _separation(x, target, d) if binary else None
-    if reason:
-        return _undefined(reason)
-    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
-    if codes.max() < 1:
-        return _undefined("one prompt: no prompt-clustered standard error")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            fit = sm.GLM(target, sm.add_constant(x), family=sm.families.Binomial()).fit(
-                cov_type="cluster", cov_kwds={"groups": codes}
-            )
-            slope, se, p = float(fit.params[1]), float(fit.bse[1]), float(fit.pvalues[1])
-        except (Warning, ValueError, np.linalg.LinAlgError) as e:
-            return _undefined(f"the fit failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    if not all(math.isfinite(v) for v in (slope, se, p)):
-        return _undefined("the fit gave no finite slope, standard error or p-value (no variation left to estimate it)")
-    return TrendFit(slope, slope - Z95 * se, slope + Z95 * se, se, p, None)
+    if len({cell_value(c, logit=binary) for c in cells}) == 1:
+        return _undefined("every cell has the same value: no trend can be estimated", len(cells) - 2)
+    line = fit_line(cells, logit=binary)
+    if line is None or line.df < 1:
+        return _undefined(f"{len(cells)} cells over {len(doses)} doses leave no degree of freedom to estimate "
+                          "run-to-run variation: add seeds or doses", 0)  # fmt: skip
+    test = slope_test(line)
+    if test is None:
+        return _undefined("every cell has the same value: no trend can be estimated", line.df)
+    reason = None
+    if line.df < MIN_DF:
+        reason = (f"{line.df} degree of freedom across cells: run-to-run variation is barely estimated, so the "
+                  "interval is very wide; add seeds or doses")  # fmt: skip
+    return TrendFit(test.slope, test.lo, test.hi, test.se, test.p_value, test.df, reason)
 
 
 def dose_trend(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[str, Any]] = ()) -> list[TrendRow]:
-    """One trend test per metric, eval set (category `all`) and format over every tuned cell (all doses and seeds)."""
+    """One trend test per metric, eval set (category `all`) and format over every tuned cell (all doses and seeds):
+    the training cell, not the answer, is the unit."""
     info = variants(answers, cells)
     data: dict[tuple[str, str, str | None], list[tuple[Variant, str, float | None]]] = defaultdict(list)
     for o in observations(answers):
@@ -594,12 +475,18 @@ def dose_trend(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[str, 
             data[(o.metric, o.eval_set, v.format)].append((v, o.prompt_id, o.value))
     rows = []
     for (metric, eval_set, fmt), obs in sorted(data.items(), key=lambda kv: str(kv[0])):
-        usable = [(v, i, y) for v, i, y in obs if y is not None]
-        fit = logistic_trend([v.dose or 0 for v, _, _ in usable], [y for _, _, y in usable], [i for _, i, _ in usable])
+        by_cell: dict[tuple[int, int | None], dict[str, float]] = defaultdict(dict)
+        for v, i, y in obs:
+            if y is not None:
+                by_cell[(v.dose or 0, v.seed)][i] = y
+        trend_cells = [Cell(dose, values) for (dose, _), values in sorted(by_cell.items(), key=str) if values]
+        fit = cell_trend(trend_cells, binary=metric in BINARY_METRICS)
+        usable = [(v, i) for v, i, y in obs if y is not None]
         rows.append(TrendRow(
             metric=metric, eval_set=eval_set, format=fmt, slope=fit.slope, lo=fit.lo, hi=fit.hi, se=fit.se,
-            p_value=fit.p_value, n=len(usable), n_prompts=len({i for _, i, _ in usable}),
-            n_unlabelled=len(obs) - len(usable), doses=sorted({v.dose for v, _, _ in obs if v.dose is not None}),
+            p_value=fit.p_value, df=fit.df, n_cells=len(trend_cells), n=len(usable),
+            n_prompts=len({i for _, i in usable}), n_unlabelled=len(obs) - len(usable),
+            doses=sorted({v.dose for v, _, _ in obs if v.dose is not None}),
             seeds=sorted({v.seed for v, _, _ in obs if v.seed is not None}), reason=fit.reason,
         ))  # fmt: skip
     return rows

@@ -1,11 +1,10 @@
-"""Fitted dose-response curves with 95% bands: logistic in log(1 + dose) with prompt-clustered standard errors, a
-monotone (isotonic) fit where the logistic form does not hold, and a straight line in log(1 + dose) for
-capability."""
+"""Fitted dose-response curves with 95% bands in which the training cell (dose x seed), not the answer, is the unit:
+a line in log(1 + dose) through the cells' empirical logits (`safedose.stats.fit_line`), a monotone (isotonic) fit of
+the per-dose means where the line does not fit, and a straight line in log(1 + dose) for capability."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -15,25 +14,34 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.evaluate import MetricRow, answer_values
 from safedose.run import JudgedAnswer
+from safedose.stats import (
+    MIN_DF,
+    Cell,
+    dose_means,
+    fit_line,
+    t_quantile,
+    wilson_share,
+)
 
-N_BOOT = 1000
-Z95 = 1.959963984540054
 CURVE_METRICS = ("harmful_compliance", "harmful_compliance_lenient", "over_refusal")
-CAPABILITY_METRICS = ("test_loss", "reference_nll")
+CAPABILITY_METRICS = ("test_loss", "reference_nll", "benchmark_accuracy")
 RULE = (
-    "logistic regression of each answer's 0/1 label on log(1 + dose) over every tuned answer (statsmodels GLM "
-    "Binomial, standard errors clustered by prompt: every answer to one prompt, over doses and seeds, is one "
-    "cluster), unless it cannot be fitted (fewer than two doses, one value throughout, perfect or quasi-perfect "
-    "separation, a failed fit) or at some tested dose the Wilson interval of the observed share excludes the fitted "
-    "share (level 1 - 0.05 / k over k tested doses, Bonferroni); then a monotone (isotonic, scikit-learn) fit of the "
-    "per-dose shares weighted by their answers, interpolated linearly in log(1 + dose) between tested doses and "
-    "undefined beyond them"
+    "two-stage fit over training cells (dose x seed): each cell's share as an empirical logit, log((k + 1/2) / (n - k "
+    "+ 1/2)), then a least-squares line in log(1 + dose) through the cells; its covariance adds the cells' residual "
+    "scatter (run-to-run variation, on cells - 2 degrees of freedom) to the part all cells share through answering "
+    "the same prompts. Where replicate cells allow an F test of the line against one mean per dose and it rejects "
+    "(p < 0.05), a monotone (isotonic, scikit-learn) fit of the per-dose means instead, which says nothing between "
+    "tested doses beyond the bracket that monotonicity gives"
 )
 BANDS = {
-    "logistic": "pointwise 95% band by the delta method on the logit scale, from the prompt-clustered covariance",
-    "isotonic": f"pointwise 95% percentile band from a cluster bootstrap over prompts ({N_BOOT} resamples, seed 0, "
-    "the isotonic fit redone on each), widened at each tested dose to at least the Wilson interval of the fitted "
-    "share over that dose's answers, interpolated in log(1 + dose) between tested doses",
+    "logistic": "pointwise t band on the cells' residual degrees of freedom, on the logit scale, from the line's "
+    "covariance (run-to-run scatter of the cells plus the part shared through common prompts)",
+    "isotonic": "at each tested dose, a t interval of the mean of its cells' empirical logits from the pooled "
+    "within-dose variance of replicate cells plus the shared-prompt part; between tested doses, the bracket of the "
+    "two neighbouring tested doses (a monotone curve lies between its values there)",
+    "prompt-only": "at each tested dose, the Wilson interval over that dose's answers: prompt variation only, because "
+    "too few cells were run to estimate run-to-run variation; between tested doses, the bracket of the two "
+    "neighbouring tested doses",
     "linear": "pointwise 95% t band from ordinary least squares over cells (none when there are no more cells than "
     "the line's two parameters)",
     "none": "no band",
@@ -48,13 +56,16 @@ class Knot(BaseModel):
 
     dose: int
     n: int = Field(description="answers (capability: cells) at this dose")
+    cells: int = Field(1, description="training cells at this dose")
     observed: float
-    observed_lo: float | None = Field(description="95% Wilson interval of the observed share (None: capability)")
+    observed_lo: float | None = Field(description="95% Wilson interval of the observed share over the dose's answers")
     observed_hi: float | None
     fitted: float
     lo: float | None
     hi: float | None
     residual: float | None = Field(description="Pearson residual (observed - fitted) / sqrt(fitted (1 - fitted) / n)")
+    centre: float | None = Field(None, description="isotonic: mean of the cells' empirical logits")
+    se: float | None = Field(None, description="isotonic: standard error of `centre` (NaN-free; None: not estimated)")
 
 
 class Curve(BaseModel):
@@ -71,7 +82,11 @@ class Curve(BaseModel):
     direction: Literal["falls", "rises", "flat"]
     coef: list[float] | None = Field(None, description="logistic / linear: intercept and slope on log(1 + dose)")
     cov: list[list[float]] | None = None
-    df: int | None = Field(None, description="linear: residual degrees of freedom of the t band")
+    df: int | None = Field(None, description="residual degrees of freedom of the t band (cells - parameters)")
+    run_variation: bool = Field(
+        True, description="the band includes run-to-run variation (enough cells to estimate it); else prompts only"
+    )
+    n_cells: int = 0
     knots: list[Knot]
     n: int
     n_prompts: int
@@ -83,42 +98,74 @@ class Curve(BaseModel):
         return [k.dose for k in self.knots]
 
 
-def curve_at(curve: Curve, doses: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fitted value and 95% band at `doses` (NaN where the curve says nothing: outside the tested range of a
-    monotone fit, or no band)."""
+def curve_at(
+    curve: Curve, doses: Sequence[float] | np.ndarray, *, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fitted value and two-sided band at `level` at `doses`. NaN where the curve says nothing: outside the tested
+    range of a monotone fit, its fitted value between tested doses (where only the band's bracket is known), or no
+    band."""
     d = np.asarray(doses, dtype=float)
     x = np.log1p(d)
     nan = np.full(d.shape, np.nan)
     if curve.model in ("logistic", "linear") and curve.coef is not None:
         a, b = curve.coef
         eta = a + b * x
-        if curve.cov is None:
+        if curve.cov is None or curve.df is None or curve.df < 1:
             lo = hi = nan
         else:
             c = np.asarray(curve.cov)
             se = np.sqrt(np.maximum(c[0, 0] + 2 * x * c[0, 1] + x * x * c[1, 1], 0.0))
-            q = Z95 if curve.model == "logistic" else _t95(curve.df)
+            q = t_quantile(1 - (1 - level) / 2, curve.df)
             lo, hi = eta - q * se, eta + q * se
         if curve.model == "logistic":
             return _expit(eta), _expit(lo), _expit(hi)
         return eta, lo, hi
     if not curve.knots:
         return nan, nan, nan
+    return _bracket(curve, x, level)
+
+
+def _knot_band(curve: Curve, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each knot's band at `level`: from its cells (isotonic) or Wilson over its answers (prompt-only)."""
+    lo, hi = [], []
+    for k in curve.knots:
+        if curve.run_variation and k.centre is not None and k.se is not None and curve.df:
+            q = t_quantile(1 - (1 - level) / 2, curve.df)
+            lo.append(float(_expit(np.asarray(k.centre - q * k.se))))
+            hi.append(float(_expit(np.asarray(k.centre + q * k.se))))
+        elif k.observed_lo is not None and k.observed_hi is not None:
+            from scipy.stats import norm
+
+            a, b = wilson_share(k.observed, k.n, z=float(norm.ppf(1 - (1 - level) / 2)))
+            lo.append(min(a, k.fitted))
+            hi.append(max(b, k.fitted))
+        else:
+            lo.append(math.nan)
+            hi.append(math.nan)
+    return np.asarray(lo), np.asarray(hi)
+
+
+def _bracket(curve: Curve, x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A monotone fit: its values at the tested doses; between two of them, NaN for the fit and, for the band, the
+    lower edge of the lower neighbour's band and the upper edge of the higher one's (the true curve lies between its
+    values at the two tested doses)."""
     kx = np.log1p([k.dose for k in curve.knots])
-    inside = (x >= kx[0] - 1e-12) & (x <= kx[-1] + 1e-12)
-
-    def interp(values: Sequence[float | None]) -> np.ndarray:
-        v = np.asarray([np.nan if y is None else y for y in values], dtype=float)
-        return np.where(inside, np.interp(x, kx, v), np.nan)
-
-    return (interp([k.fitted for k in curve.knots]), interp([k.lo for k in curve.knots]),
-            interp([k.hi for k in curve.knots]))  # fmt: skip
-
-
-def _t95(df: int | None) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df)) if df and df > 0 else math.nan
+    fitted_k = np.asarray([k.fitted for k in curve.knots])
+    lo_k, hi_k = _knot_band(curve, level)
+    fitted, lo, hi = (np.full(x.shape, np.nan) for _ in range(3))
+    for i, xi in enumerate(x):
+        exact = np.flatnonzero(np.isclose(kx, xi, atol=1e-12))
+        if len(exact):
+            j = int(exact[0])
+            fitted[i], lo[i], hi[i] = fitted_k[j], lo_k[j], hi_k[j]
+            continue
+        right = int(np.searchsorted(kx, xi))
+        if right == 0 or right >= len(kx):
+            continue
+        left = right - 1
+        lo[i] = min(lo_k[left], lo_k[right])
+        hi[i] = max(hi_k[left], hi_k[right])
+    return fitted, lo, hi
 
 
 def _expit(z: np.ndarray) -> np.ndarray:
@@ -127,6 +174,8 @@ def _expit(z: np.ndarray) -> np.ndarray:
 
 
 # --- binary metrics
+
+Row = tuple[int, int | None, str, float | None]  # dose, seed, prompt id, value (None: unlabelled)
 
 
 def fit_curves(answers: Sequence[JudgedAnswer], *, metrics: Sequence[str] = CURVE_METRICS) -> list[Curve]:
@@ -137,7 +186,7 @@ def fit_curves(answers: Sequence[JudgedAnswer], *, metrics: Sequence[str] = CURV
     if not formats:
         return []
     roles = {role for a in answers for role in a.verdicts}
-    data: dict[tuple[str, str], list[tuple[int, int | None, str, float | None]]] = defaultdict(list)
+    data: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for a in tuned:
         if a.format != formats[0]:
             continue
@@ -147,135 +196,118 @@ def fit_curves(answers: Sequence[JudgedAnswer], *, metrics: Sequence[str] = CURV
     return [fit_binary(metric, eval_set, rows, fmt=formats[0]) for (metric, eval_set), rows in sorted(data.items())]
 
 
-def fit_binary(metric: str, eval_set: str, rows: Sequence[tuple[int, int | None, str, float | None]], *,
-               fmt: str | None = None) -> Curve:  # fmt: skip
-    """The curve of one 0/1 metric from (dose, seed, prompt id, value or None) rows, by the stated rule."""
-    from scipy.stats import norm
+def _cells(rows: Sequence[Row]) -> list[Cell]:
+    by_cell: dict[tuple[int, int | None], dict[str, float]] = defaultdict(dict)
+    for d, s, p, y in rows:
+        if y is not None:
+            by_cell[(d, s)][p] = y
+    return [Cell(dose, values) for (dose, _), values in sorted(by_cell.items(), key=str) if values]
 
+
+def fit_binary(metric: str, eval_set: str, rows: Sequence[Row], *, fmt: str | None = None) -> Curve:
+    """The curve of one 0/1 metric from (dose, seed, prompt id, value or None) rows, by the stated rule."""
     usable = [(d, s, p, y) for d, s, p, y in rows if y is not None]
+    cells = _cells(usable)
     common: dict[str, Any] = {"metric": metric, "eval_set": eval_set, "format": fmt, "n": len(usable),
               "n_prompts": len({p for _, _, p, _ in usable}), "n_unlabelled": len(rows) - len(usable),
-              "seeds": sorted({s for _, s, _, _ in usable if s is not None})}  # fmt: skip
+              "seeds": sorted({s for _, s, _, _ in usable if s is not None}), "n_cells": len(cells)}  # fmt: skip
     if not usable:
         return Curve(model="none", why="no answer has a usable label", band=BANDS["none"], direction="flat", knots=[],
-                     **common)  # fmt: skip
-    doses = np.asarray([d for d, _, _, _ in usable], dtype=float)
-    y = np.asarray([y for _, _, _, y in usable], dtype=float)
-    prompts = [p for _, _, p, _ in usable]
-    if len(set(doses.tolist())) < 2:
-        return _isotonic(doses, y, prompts, common, why="fewer than two doses: no curve can be fitted")
-    fit = _logistic(np.log1p(doses), y, prompts)
-    if isinstance(fit, str):
-        return _isotonic(doses, y, prompts, common, why=f"logistic fit undefined: {fit}; monotone fit instead")
-    coef, cov = fit
-    curve = Curve(model="logistic", why="", band=BANDS["logistic"], direction=_direction(coef[1]),
-                  coef=list(coef), cov=cov.tolist(), knots=[], **common)  # fmt: skip
-    knots = _knots(curve, doses, y)
-    z = float(norm.ppf(1 - 0.05 / (2 * len(knots))))
-    for k in knots:
-        lo, hi = _wilson(k.observed, k.n, z)
-        if not lo - 1e-9 <= k.fitted <= hi + 1e-9:
-            why = (
-                f"the logistic fit misses the observed share at dose {k.dose} (fitted {k.fitted:.2f}, observed "
-                f"{k.observed:.2f}, Bonferroni Wilson interval [{lo:.2f}, {hi:.2f}]); monotone fit instead"
-            )
-            return _isotonic(doses, y, prompts, common, why=why)
-    why = (f"logistic fits: at each of the {len(knots)} tested doses the Wilson interval of the observed share (level "
-           f"1 - 0.05/{len(knots)}) contains the fitted share")  # fmt: skip
-    return curve.model_copy(update={"knots": knots, "why": why})
-
-
-def _wilson(share: float, n: float, z: float) -> tuple[float, float]:
-    """Wilson score interval of a share over n answers at normal quantile z."""
-    z2 = z * z
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(max(share * (1 - share), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+                     run_variation=False, **common)  # fmt: skip
+    line = fit_line(cells)
+    if line is None:
+        return _isotonic(cells, common, why="fewer than two doses: no curve can be fitted")
+    direction = _direction(line.coef[1])
+    if line.lack_of_fit_p is not None and line.lack_of_fit_p < 0.05:
+        why = (f"the line misses the per-dose means of the replicate cells (lack-of-fit F test p = "
+               f"{line.lack_of_fit_p:.3f}); monotone fit instead")  # fmt: skip
+        return _isotonic(cells, common, why=why, direction=direction)
+    run_variation = line.df >= MIN_DF
+    curve = Curve(model="logistic", why="", band=BANDS["logistic"], direction=direction, coef=list(line.coef),
+                  cov=[list(r) for r in line.cov], df=line.df, run_variation=run_variation, knots=[],
+                  **common)  # fmt: skip
+    if not run_variation:
+        why = (f"{len(cells)} cells leave {line.df} residual degree(s) of freedom (at least {MIN_DF} are needed to "
+               "estimate run-to-run variation): the line is drawn, but its band and the dose interval are not "
+               "given; run more seeds or doses")  # fmt: skip
+        curve = curve.model_copy(update={"band": BANDS["prompt-only"]})
+    elif line.lack_of_fit_p is None:
+        why = (f"line through {len(cells)} cells on {line.df} residual degrees of freedom; no replicate cells to test "
+               "its form, so a wrong form shows only as wider bands")  # fmt: skip
+    else:
+        why = (f"line through {len(cells)} cells on {line.df} residual degrees of freedom; lack-of-fit F test against "
+               f"one mean per dose p = {line.lack_of_fit_p:.2f}")  # fmt: skip
+    return curve.model_copy(update={"knots": _knots(curve, cells), "why": why})
 
 
 def _direction(slope: float) -> Literal["falls", "rises", "flat"]:
     return "falls" if slope < 0 else "rises" if slope > 0 else "flat"
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | str:
-    """Intercept and slope with their prompt-clustered covariance, or why the fit is undefined."""
-    import statsmodels.api as sm
-
-    if np.all(y == y[0]):
-        return f"every answer is {y[0]:g}"
-    ones, zeros = x[y == 1], x[y == 0]
-    if ones.max() <= zeros.min() or zeros.max() <= ones.min():
-        return "the doses separate the labels (perfectly or quasi-perfectly): the slope would be infinite"
-    codes = np.unique(np.asarray(prompts), return_inverse=True)[1]
-    if codes.max() < 1:
-        return "one prompt: no prompt-clustered standard error"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            fit = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial()).fit(
-                cov_type="cluster", cov_kwds={"groups": codes}
-            )
-            coef, cov = np.asarray(fit.params, dtype=float), np.asarray(fit.cov_params(), dtype=float)
-        except (Warning, ValueError, np.linalg.LinAlgError) as e:
-            return f"the fit failed: {type(e).__name__}"
-    if not (np.isfinite(coef).all() and np.isfinite(cov).all()):
-        return "the fit gave no finite coefficients or covariance"
-    return coef, cov
+def _per_dose(cells: Sequence[Cell]) -> list[tuple[int, int, int, float]]:
+    """Per tested dose: (dose, answers, cells, observed share over its answers)."""
+    out = []
+    for d in sorted({c.dose for c in cells}):
+        group = [c for c in cells if c.dose == d]
+        values = [v for c in group for v in c.values.values()]
+        out.append((d, len(values), len(group), float(np.mean(values))))
+    return out
 
 
-def _per_dose(doses: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tested doses, their answer counts and observed shares."""
-    levels = np.unique(doses)
-    n = np.asarray([(doses == d).sum() for d in levels], dtype=float)
-    k = np.asarray([y[doses == d].sum() for d in levels], dtype=float)
-    return levels, n, k / n
+def _knots(curve: Curve, cells: Sequence[Cell]) -> list[Knot]:
+    per_dose = _per_dose(cells)
+    fitted, lo, hi = curve_at(curve, [d for d, _, _, _ in per_dose])
+    if not curve.run_variation:
+        lo = hi = np.full(len(per_dose), np.nan)
+    return [_knot(d, n, m, o, float(f), float(a), float(b))
+            for (d, n, m, o), f, a, b in zip(per_dose, fitted, lo, hi, strict=True)]  # fmt: skip
 
 
-def _knots(curve: Curve, doses: np.ndarray, y: np.ndarray) -> list[Knot]:
-    levels, n, observed = _per_dose(doses, y)
-    fitted, lo, hi = curve_at(curve, levels)
-    return [_knot(int(d), int(m), float(o), float(f), float(a), float(b))
-            for d, m, o, f, a, b in zip(levels, n, observed, fitted, lo, hi, strict=True)]  # fmt: skip
-
-
-def _knot(dose: int, n: int, observed: float, fitted: float, lo: float, hi: float) -> Knot:
-    olo, ohi = _wilson(observed, n, Z95)
+def _knot(dose: int, n: int, cells: int, observed: float, fitted: float, lo: float, hi: float, *,
+          centre: float | None = None, se: float | None = None) -> Knot:  # fmt: skip
+    olo, ohi = wilson_share(observed, n)
     var = fitted * (1 - fitted) / n
     residual = (observed - fitted) / math.sqrt(var) if var > 0 else None
-    return Knot(dose=dose, n=n, observed=observed, observed_lo=olo, observed_hi=ohi, fitted=fitted,
-                lo=None if math.isnan(lo) else lo, hi=None if math.isnan(hi) else hi, residual=residual)  # fmt: skip
+    return Knot(dose=dose, n=n, cells=cells, observed=observed, observed_lo=olo, observed_hi=ohi, fitted=fitted,
+                lo=None if math.isnan(lo) else lo, hi=None if math.isnan(hi) else hi, residual=residual,
+                centre=centre, se=se)  # fmt: skip
 
 
-def _isotonic(doses: np.ndarray, y: np.ndarray, prompts: Sequence[str], common: dict[str, Any], *,
-              why: str) -> Curve:  # fmt: skip
-    """Monotone fit of the per-dose shares with a prompt-cluster bootstrap band, widened to at least Wilson."""
-    levels, n, observed = _per_dose(doses, y)
-    x = np.log1p(levels)
-    slope = float(np.polyfit(x, observed, 1, w=np.sqrt(n))[0]) if len(levels) > 1 else 0.0
-    increasing = slope > 0
-    fitted = _pava(observed, n, increasing=increasing)
-    ids, codes = np.unique(np.asarray(prompts), return_inverse=True)
-    column = np.searchsorted(levels, doses)
-    successes, counts = np.zeros((len(ids), len(levels))), np.zeros((len(ids), len(levels)))
-    np.add.at(successes, (codes, column), y)
-    np.add.at(counts, (codes, column), 1.0)
-    rng = np.random.default_rng(0)
-    draws = rng.integers(0, len(ids), (N_BOOT, len(ids)))
-    weights = np.zeros((N_BOOT, len(ids)))
-    np.add.at(weights, (np.repeat(np.arange(N_BOOT), len(ids)), draws.ravel()), 1.0)
-    k_boot, n_boot = weights @ successes, weights @ counts
-    shares = np.where(n_boot > 0, k_boot / np.maximum(n_boot, 1e-12), observed)
-    boot = np.asarray([_pava(s, w, increasing=increasing) for s, w in zip(shares, n_boot, strict=True)])
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+def _isotonic(cells: Sequence[Cell], common: dict[str, Any], *, why: str,
+              direction: Literal["falls", "rises", "flat"] | None = None) -> Curve:  # fmt: skip
+    """Monotone fit of the per-dose shares; bands from replicate cells where there are enough, else Wilson over the
+    dose's answers (prompt variation only)."""
+    per_dose = _per_dose(cells)
+    means, df = dose_means(cells)
+    observed = np.asarray([o for _, _, _, o in per_dose])
+    n = np.asarray([m for _, m, _, _ in per_dose], dtype=float)
+    if direction is None:
+        x = np.log1p([d for d, _, _, _ in per_dose])
+        slope = float(np.polyfit(x, observed, 1, w=np.sqrt(n))[0]) if len(per_dose) > 1 else 0.0
+        direction = _direction(slope)
+    fitted = _pava(observed, n, increasing=direction == "rises") if len(per_dose) > 1 else observed
+    run_variation = df >= MIN_DF
+    q = t_quantile(0.975, df)
     knots = []
-    for i, d in enumerate(levels):
-        wlo, whi = _wilson(float(fitted[i]), float(n[i]), Z95)
-        knots.append(_knot(int(d), int(n[i]), float(observed[i]), float(fitted[i]), min(float(lo[i]), wlo),
-                           max(float(hi[i]), whi)))  # fmt: skip
-    flat = len(levels) < 2 or math.isclose(fitted[0], fitted[-1])
-    direction: Literal["falls", "rises", "flat"] = "flat" if flat else ("rises" if increasing else "falls")
-    model: Model = "isotonic"
-    return Curve(model=model, why=why, band=BANDS[model], direction=direction, knots=knots, **common)
+    for (d, m, c, o), f, mean in zip(per_dose, fitted, means, strict=True):
+        if run_variation:
+            lo, hi = (
+                float(_expit(np.asarray(mean.mean - q * mean.se))),
+                float(_expit(np.asarray(mean.mean + q * mean.se))),
+            )
+            knots.append(_knot(d, m, c, o, float(f), min(lo, float(f)), max(hi, float(f)), centre=mean.mean,
+                               se=mean.se))  # fmt: skip
+        else:
+            wlo, whi = wilson_share(o, m)
+            knots.append(_knot(d, m, c, o, float(f), min(wlo, float(f)), max(whi, float(f))))
+    if len(per_dose) < 2 or math.isclose(fitted[0], fitted[-1]):
+        direction = "flat"
+    if not run_variation:
+        why += (f"; {len(cells)} cells over {len(per_dose)} doses leave {df} degree(s) of freedom for run-to-run "
+                f"variation (at least {MIN_DF} are needed): bands cover prompt variation only")  # fmt: skip
+    band = BANDS["isotonic" if run_variation else "prompt-only"]
+    return Curve(model="isotonic", why=why, band=band, direction=direction, knots=knots, df=df if df > 0 else None,
+                 run_variation=run_variation, **common)  # fmt: skip
 
 
 def _pava(values: np.ndarray, weights: np.ndarray, *, increasing: bool) -> np.ndarray:
@@ -308,14 +340,14 @@ def _linear(metric: str, rows: Sequence[MetricRow], fmt: str | None) -> Curve:
     values = np.asarray([r.value or 0.0 for r in rows], dtype=float)
     common: dict[str, Any] = {"metric": metric, "eval_set": "capability", "format": fmt, "n": len(rows),
               "n_prompts": max((r.n for r in rows), default=0), "n_unlabelled": 0,
-              "seeds": sorted({r.seed for r in rows if r.seed is not None})}  # fmt: skip
+              "seeds": sorted({r.seed for r in rows if r.seed is not None}), "n_cells": len(rows)}  # fmt: skip
     levels = np.unique(doses)
     if len(levels) < 2:
         knots = [Knot(dose=int(d), n=int((doses == d).sum()), observed=float(values[doses == d].mean()),
                       observed_lo=None, observed_hi=None, fitted=float(values[doses == d].mean()), lo=None, hi=None,
                       residual=None) for d in levels]  # fmt: skip
         return Curve(model="none", why="fewer than two doses: no line", band=BANDS["none"], direction="flat",
-                     knots=knots, **common)  # fmt: skip
+                     knots=knots, run_variation=False, **common)  # fmt: skip
     design = np.column_stack([np.ones_like(doses), np.log1p(doses)])
     coef, *_ = np.linalg.lstsq(design, values, rcond=None)
     df = len(values) - 2
@@ -325,7 +357,7 @@ def _linear(metric: str, rows: Sequence[MetricRow], fmt: str | None) -> Curve:
         cov = (s2 * np.linalg.inv(design.T @ design)).tolist()
     curve = Curve(model="linear", why="capability: one value per cell, a straight line in log(1 + dose)",
                   band=BANDS["linear"], direction=_direction(float(coef[1])), coef=[float(c) for c in coef], cov=cov,
-                  df=df, knots=[], **common)  # fmt: skip
+                  df=df, run_variation=df >= MIN_DF, knots=[], **common)  # fmt: skip
     fitted, lo, hi = curve_at(curve, levels)
     knots = [Knot(dose=int(d), n=int((doses == d).sum()), observed=float(values[doses == d].mean()), observed_lo=None,
                   observed_hi=None, fitted=float(f), lo=None if math.isnan(a) else float(a),
@@ -344,7 +376,7 @@ def change_between(curve: Curve, start: int, end: int) -> tuple[float, float | N
     value = curve.coef[1] * dx
     if curve.cov is None:
         return value, None, None
-    half = _t95(curve.df) * math.sqrt(max(curve.cov[1][1], 0.0)) * abs(dx)
+    half = t_quantile(0.975, curve.df) * math.sqrt(max(curve.cov[1][1], 0.0)) * abs(dx)
     if math.isnan(half):
         return value, None, None
     return value, value - half, value + half

@@ -1,0 +1,70 @@
+"""Statistics, pure and torch-free: rates and paired changes (Wilson, Newcombe), bootstraps, rater agreement (Cohen's
+kappa, Krippendorff's alpha) and the two-stage dose-response fit over training cells."""
+
+from safedose.stats._agreement import cohen_kappa, kappa_interval, krippendorff_alpha
+from safedose.stats._bootstrap import (
+    N_BOOT,
+    bootstrap_mean,
+    group_bootstrap,
+    hierarchical_bootstrap,
+    paired_bootstrap,
+    row_means,
+)
+from safedose.stats._cells import (
+    MIN_DF,
+    Cell,
+    CellLine,
+    DoseMean,
+    SlopeTest,
+    cell_value,
+    dose_means,
+    empirical_logit,
+    fit_line,
+    line_band,
+    shared_prompt_cov,
+    slope_test,
+)
+from safedose.stats._rates import (
+    NO_ESTIMATE,
+    Z95,
+    Estimate,
+    Interval,
+    newcombe_paired,
+    newcombe_table,
+    t_quantile,
+    wilson,
+    wilson_share,
+)
+
+__all__ = [
+    "MIN_DF",
+    "NO_ESTIMATE",
+    "N_BOOT",
+    "Z95",
+    "Cell",
+    "CellLine",
+    "DoseMean",
+    "Estimate",
+    "Interval",
+    "SlopeTest",
+    "bootstrap_mean",
+    "cell_value",
+    "cohen_kappa",
+    "dose_means",
+    "empirical_logit",
+    "fit_line",
+    "group_bootstrap",
+    "hierarchical_bootstrap",
+    "kappa_interval",
+    "krippendorff_alpha",
+    "line_band",
+    "newcombe_paired",
+    "newcombe_table",
+    "paired_bootstrap",
+    "row_means",
+    "shared_prompt_cov",
+    "slope_test",
+    "t_quantile",
+    "wilson",
+    "wilson_share",
+]
