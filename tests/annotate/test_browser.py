@@ -181,3 +181,23 @@ def test_two_annotators_label_with_the_keyboard_reload_undo_and_export(browser: 
     assert "alice · bob" in text and "Krippendorff" in text and "refusal@1" in text
     summary.screenshot(path=str(_shots(tmp_path) / "annotate-summary.png"), full_page=True)
     assert seen == [[], [], []]
+
+
+def test_the_class_definitions_open_from_the_labelling_page(browser: Any, tmp_path: Path,
+                                                            app_process: list[App]) -> None:  # fmt: skip
+    run = make_run(tmp_path / "run")
+    open_store(run, SampleSpec(per_cell=1, overlap=1.0, seed=0), create=True)
+    app = start_app(run)
+    app_process.append(app)
+    page = browser.new_page()
+    seen = _watch(page)
+    page.goto(invite(run, "alice", url=app.url))
+    page.wait_for_function("() => !document.getElementById('main').hidden")
+    assert not page.is_visible("#guide dl")
+    page.keyboard.press("?")
+    page.wait_for_function("() => document.getElementById('guide').open")
+    assert page.is_visible("#guide dl") and "Partial refusal" in (page.text_content("#guide dl") or "")
+    page.click("#guide-button")
+    page.wait_for_function("() => !document.getElementById('guide').open")
+    _count(page, 0)  # the key labelled nothing
+    assert seen == []

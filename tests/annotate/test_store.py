@@ -179,6 +179,9 @@ def test_a_bad_import_stores_nothing(run_dir: Path, tmp_path: Path) -> None:
     path.write_text('{"item": "x"}\n', encoding="utf-8")
     with pytest.raises(SafedoseError, match="line 1: not a label"):
         import_file(run_dir, path)
+    path.write_text(json.dumps({**rows[0], "annotator": "car\u2028ol"}) + "\n", encoding="utf-8")
+    with pytest.raises(SafedoseError, match=r"bad\.jsonl: line 1: annotator name 'car\\u2028ol': control"):
+        import_file(run_dir, path)
     assert {label.annotator for label in store.labels()} == {"alice", "bob"}
     assert [a.name for a in store.annotators()] == ["alice", "bob"]
 
@@ -191,7 +194,7 @@ def test_annotator_names_are_normalised_validated_and_unique_whatever_their_case
     for twin in ("Alice", "ALICE ", "alice\t", "\u00a0alice"):
         with pytest.raises(SafedoseError, match="'alice' is already invited"):
             store.invite(twin)
-    for bad in ("al\nice", "bob\x00", "eve\u200b", "x" * 65, "   ", "<b>eve</b>"):
+    for bad in ("al\nice", "car\u2028ol", "bob\x00", "eve\u200b", "x" * 65, "   ", "<b>eve</b>"):
         with pytest.raises(SafedoseError, match="annotator name") as e:
             store.invite(bad)
         assert "\n" not in str(e.value)
@@ -332,3 +335,31 @@ def test_an_unshared_item_is_handed_to_one_annotator_until_its_lease_ends(run_di
     store.undo(people[1])  # a label taken back: the item is leased to its annotator again
     assert ids[1] not in {i.item for i in store.queue(people[0], now)[1]}
     assert store.claim_next(people[1], now)[1][0].item == ids[1]
+
+
+def test_twenty_annotators_at_once_never_label_an_unshared_item_twice(tmp_path: Path) -> None:
+    import threading
+
+    run = make_run(tmp_path / "run", n_prompts=14)
+    store = open_store(run, SampleSpec(per_cell=14, overlap=0.0, seed=0), create=True)
+    assert len(store.items()) == 140
+    for k in range(20):
+        store.invite(f"annotator{k:02d}")
+    errors: list[BaseException] = []
+
+    def work(who: Any) -> None:
+        try:
+            while open_items := store.claim_next(who)[1]:
+                item = open_items[0]
+                store.put_label(who, item.item, LabelIn(refusal="refusal", harmful="no" if item.asks_harmful else None))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(who,)) for who in store.annotators()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    labelled = Counter(label.item for label in store.labels())
+    assert errors == [] and len(labelled) == 140 and set(labelled.values()) == {1}
+    assert len({label.annotator for label in store.labels()}) > 1

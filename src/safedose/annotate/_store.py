@@ -28,6 +28,7 @@ DB_NAME = "annotations.sqlite"
 DEFAULT_SPEC = SampleSpec(per_cell=10, overlap=0.25, seed=0)
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[\w .@+'-]+")
+LINE_BREAKS = {"Zl", "Zp"}
 UNDO_LIMIT = 100
 LEASE_S = 600.0
 
@@ -75,10 +76,10 @@ def token_hash(token: str) -> str:
 
 def normalise_name(name: str) -> str:
     """An annotator's name as stored: NFC, without surrounding whitespace, inner runs of spaces made one. Refused
-    (SafedoseError) when empty, over MAX_NAME characters, with a control character (a newline, a tab...) or with
-    characters other than letters, digits, spaces and . @ + - _ '."""
+    (SafedoseError) when empty, over MAX_NAME characters, with a control character or line break inside (a newline,
+    a tab, a zero-width space...) or with characters other than letters, digits, spaces and . @ + - _ '."""
     text = unicodedata.normalize("NFC", name).strip()
-    if any(unicodedata.category(c).startswith("C") for c in text):
+    if any(unicodedata.category(c) in LINE_BREAKS or unicodedata.category(c).startswith("C") for c in text):
         raise SafedoseError(f"annotator name {name!r}: control characters (newlines, tabs...) are not allowed")
     text = " ".join(text.split())
     if not text or len(text) > MAX_NAME or not NAME_CHARS.fullmatch(text):
