@@ -1,5 +1,6 @@
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +10,18 @@ from safedose.errors import SafedoseError
 from safedose.recommend import (
     Curve,
     Knot,
+    Recommendation,
     Target,
     curve_at,
+    expected_after,
     fit_binary,
     parse_target,
     recommend,
     recommend_from_curves,
 )
-from safedose.sweep import load_sweep_config, next_dose, search_doses
-from tests.recommend.simulate import HARM, SAFE, probability, simulate, true_dose
+from safedose.sweep import Choice, load_sweep_config, next_dose, search_doses
+from tests.recommend.simulate import HARM, marginal_dose, simulate
 
-GRID_7 = [0, 10, 30, 100, 300, 600, 1000]
 D = "\u2013"  # the dash of ranges
 
 
@@ -206,25 +208,51 @@ def test_separation_gets_a_line_and_misfit_a_monotone_curve() -> None:
 # --- the adaptive search on a simulated model
 
 
-def test_search_finds_the_true_dose_in_fewer_cells_than_a_grid() -> None:
-    goal = target(harmful_compliance=0.1, over_refusal=0.3)
-    truth = true_dose(HARM, 0.1)  # 105
-    for seed in (0, 1, 2):
-        log = search_doses(lambda doses, s=seed: recommend(simulate(doses, seed=s), target=goal), start=[0, 1000],
-                           budget=6, max_width=60)  # fmt: skip
-        assert log.cells < len(GRID_7) and log.doses[0] == 0 and log.doses[-1] == 1000
-        assert log.interval is not None and log.interval[0] is not None and log.interval[1] is not None
-        assert log.interval[0] <= truth <= log.interval[1], (seed, log)
+def _measure(seed: int) -> Callable[[list[int]], Recommendation]:
+    goal = target(harmful_compliance=0.1)
+    return lambda doses: recommend(simulate(doses, prompts=30, seed=seed, seeds=(0, 1, 2), prompt_sd=1.0,
+                                            cell_sd=0.4), target=goal)  # fmt: skip
+
+
+def test_search_adds_the_dose_that_leaves_the_narrowest_expected_interval() -> None:
+    measure = _measure(0)
+    rec = measure([0, 1000])
+    assert rec.run_variation and rec.lo is not None
+    step = next_dose(rec, [0, 1000], max_width=0, cells_left=12, cells_per_dose=3)
+    assert isinstance(step, Choice) and "narrowest expected interval" in step.reason
+
+    def expected_width(dose: int) -> float:
+        limited = [c for c in rec.curves if c.metric == "harmful_compliance"]
+        after = [c for c in (expected_after(c, dose, 3) for c in limited) if c is not None]
+        return recommend_from_curves(after, target=rec.target).width
+
+    hi = rec.hi if rec.hi is not None else 1000
+    widths = {d: expected_width(d) for d in range(rec.lo + 1, hi, max(1, (hi - rec.lo) // 40))}
+    chosen = expected_width(step.dose)
+    assert chosen <= min(widths.values()) + 25  # the best of 24 candidates is close to the best of a finer scan
+    assert chosen < rec.width
+
+
+def test_search_replays_its_choices_and_covers_the_truth() -> None:
+    truth = marginal_dose(HARM, 0.1, sd=math.hypot(1.0, 0.4))
+    for seed in (0, 1):
+        log = search_doses(_measure(seed), start=[0, 1000], budget=15, max_width=0, cells_per_dose=3)
+        assert log.cells == 15 and log.doses[0] == 0 and log.doses[-1] == 1000 and "budget is spent" in (log.stop or "")
         assert len(set(log.doses)) == len(log.doses) == 2 + len(log.choices)
-        again = search_doses(lambda doses, s=seed: recommend(simulate(doses, seed=s), target=goal),
-                             start=[0, 1000], budget=6, max_width=60)  # fmt: skip
-        assert again == log  # the same results make the same choices
-    assert true_dose(SAFE, 0.3) > 2 * truth  # over-refusal does not bind near the true dose
+        assert log.interval is not None and log.interval[0] is not None and truth is not None
+        assert log.interval[0] <= truth <= (log.interval[1] or math.inf), (seed, log)
+        assert search_doses(_measure(seed), start=[0, 1000], budget=15, max_width=0, cells_per_dose=3) == log
+
+
+def test_search_without_run_variation_bisects_the_tested_range() -> None:
+    rec = recommend(simulate([0, 1000], prompts=30), target=target(harmful_compliance=0.1))
+    step = next_dose(rec, [0, 1000], max_width=10, cells_left=5, cells_per_dose=1)
+    assert isinstance(step, Choice) and step.dose == 31 and "too few cells" in step.reason
 
 
 def test_next_dose_stops_when_there_is_nothing_to_narrow() -> None:
     goal = target(harmful_compliance=0.01)
-    rec = recommend(simulate([0, 100], prompts=50), target=goal)
+    rec = recommend(simulate([0, 100], prompts=50, seeds=(0, 1, 2)), target=goal)
     assert rec.dose is None
     stop = next_dose(rec, [0, 100], max_width=10, cells_left=5, cells_per_dose=1)
     assert isinstance(stop, str) and "no interval to narrow" in stop

@@ -83,6 +83,7 @@ class Curve(BaseModel):
     coef: list[float] | None = Field(None, description="logistic / linear: intercept and slope on log(1 + dose)")
     cov: list[list[float]] | None = None
     df: int | None = Field(None, description="residual degrees of freedom of the t band (cells - parameters)")
+    residual_var: float | None = Field(None, description="logistic: the cells' residual variance about the line")
     run_variation: bool = Field(
         True, description="the band includes run-to-run variation (enough cells to estimate it); else prompts only"
     )
@@ -225,6 +226,7 @@ def fit_binary(metric: str, eval_set: str, rows: Sequence[Row], *, fmt: str | No
     run_variation = line.df >= MIN_DF
     curve = Curve(model="logistic", why="", band=BANDS["logistic"], direction=direction, coef=list(line.coef),
                   cov=[list(r) for r in line.cov], df=line.df, run_variation=run_variation, knots=[],
+                  residual_var=None if math.isnan(line.residual_var) else line.residual_var,
                   **common)  # fmt: skip
     if not run_variation:
         why = (f"{len(cells)} cells leave {line.df} residual degree(s) of freedom (at least {MIN_DF} are needed to "
@@ -380,3 +382,24 @@ def change_between(curve: Curve, start: int, end: int) -> tuple[float, float | N
     if math.isnan(half):
         return value, None, None
     return value, value - half, value + half
+
+
+def expected_after(curve: Curve, dose: int, cells: int) -> Curve | None:
+    """The logistic curve expected after `cells` more cells at `dose`: the same line, its covariance's residual part
+    recomputed for the larger design (the shared-prompt part unchanged) and `cells` more degrees of freedom. None for
+    other models, which this cannot predict."""
+    if curve.model != "logistic" or curve.cov is None or curve.residual_var is None or curve.df is None:
+        return None
+    rows = [(math.log1p(k.dose), k.cells) for k in curve.knots]
+    xtx = sum(m * np.outer([1.0, x], [1.0, x]) for x, m in rows)
+    x_new = math.log1p(dose)
+    after = xtx + cells * np.outer([1.0, x_new], [1.0, x_new])
+    shared = np.asarray(curve.cov) - curve.residual_var * np.linalg.inv(xtx)
+    cov = curve.residual_var * np.linalg.inv(after) + shared
+    fitted = float(_expit(np.asarray(curve.coef[0] + curve.coef[1] * x_new))) if curve.coef else math.nan
+    knots = sorted([*curve.knots, Knot(dose=dose, n=0, cells=cells, observed=fitted, observed_lo=None,
+                                       observed_hi=None, fitted=fitted, lo=None, hi=None, residual=None)],
+                   key=lambda k: k.dose)  # fmt: skip
+    df = curve.df + cells
+    return curve.model_copy(update={"cov": cov.tolist(), "df": df, "knots": knots, "run_variation": df >= MIN_DF,
+                                    "n_cells": curve.n_cells + cells})  # fmt: skip

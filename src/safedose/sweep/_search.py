@@ -1,6 +1,10 @@
-"""`sweep --search`: answer the target with few cells. Start from the config's smallest and largest dose, then add,
-one at a time, the dose that best narrows the 95% interval of the recommended dose, until it is narrower than
-`search.max_width` or `search.budget` cells are spent.
+"""`sweep --search`: answer the target with few cells. Start from the config's smallest and largest dose, then add
+one dose at a time until the 95% interval of the recommended dose is at most `search.max_width` wide or
+`search.budget` cells are spent. The next dose is, among up to `CANDIDATES` whole doses spread evenly in log(1 + dose)
+over the interval, the one whose cells would leave the narrowest expected interval if the fitted lines stayed as they
+are (their covariance recomputed for the larger design, `safedose.recommend.expected_after`). Where that cannot be
+computed (a monotone fit, or too few cells for any band) the search bisects, in log(1 + dose), the widest untested gap
+of the interval (or of the tested range). `benchmarks/search_vs_grid.py` compares it with a fixed grid.
 
 Each round is an ordinary `sweep()` over the doses chosen so far: mixes are nested (a new dose leaves the other
 doses' files byte-identical) and cells are named by their fingerprint, so a round trains only the new cell. The
@@ -16,18 +20,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.markup import escape
 
 from safedose.errors import SafedoseError
 from safedose.files import write_json
-from safedose.recommend import Recommendation
+from safedose.recommend import Recommendation, expected_after, recommend_from_curves
 from safedose.run import manifest_path, read_manifest
 from safedose.sweep._config import SweepConfig
 from safedose.sweep._recipe import sweep
 
 DASH = "\u2013"
+CANDIDATES = 24
 
 
 class Choice(BaseModel):
@@ -61,28 +67,72 @@ class SearchLog(BaseModel):
 def next_dose(rec: Recommendation, tested: Sequence[int], *, max_width: float, cells_left: int,
               cells_per_dose: int) -> Choice | str:  # fmt: skip
     """The next dose to test and why, or why the search stops."""
+    if cells_left < cells_per_dose:
+        return f"search.budget is spent ({cells_left} cells left, a dose takes {cells_per_dose})"
+    if not rec.run_variation:
+        gap = _bisect([min(tested), max(tested)], tested)
+        if gap is None:
+            return "too few cells to estimate run-to-run variation and no untested whole dose is left to add"
+        return Choice(dose=gap[0], reason=f"too few cells to estimate run-to-run variation: bisects the widest "
+                      f"untested gap {gap[1]}", interval_before=None, estimate_before=rec.dose)  # fmt: skip
     if rec.dose is None or rec.lo is None:
-        return ("no tested dose meets the target's falling limits (the target lies beyond the tested range or is "
-                "never met), so there is no interval to narrow; test larger doses")  # fmt: skip
+        return ("no dose meets the target on the fitted curves (the target lies beyond the tested range or is never "
+                "met), so there is no interval to narrow; test larger doses")  # fmt: skip
     before = [rec.lo, rec.hi]
     if rec.width <= max_width:
         return f"the interval {_interval(before)} is at most search.max_width ({max_width:g}) wide"
-    if cells_left < cells_per_dose:
-        return f"search.budget is spent ({cells_left} cells left, a dose takes {cells_per_dose})"
     lo, hi = rec.lo, rec.hi if rec.hi is not None else max(tested)
-    inside = sorted(d for d in set(tested) if lo < d < hi)
-    if not inside and rec.dose not in tested and lo < rec.dose < hi:
-        return Choice(dose=rec.dose, reason=f"the fitted crossing: no dose tested inside the interval "
-                      f"{_interval(before)} yet", interval_before=before, estimate_before=rec.dose)  # fmt: skip
-    points = sorted({lo, hi, *inside})
+    best = _narrowest(rec, tested, lo, hi, cells_per_dose)
+    if best is not None:
+        dose, width = best
+        expected = "open-ended" if math.isinf(width) else f"{width:.0f} wide"
+        return Choice(dose=dose, reason=f"leaves the narrowest expected interval ({expected}) of {CANDIDATES} "
+                      f"candidates in {_interval(before)} under the current fit", interval_before=before,
+                      estimate_before=rec.dose)  # fmt: skip
+    gap = _bisect([lo, hi], tested)
+    if gap is None:
+        return f"no untested whole dose is left inside the interval {_interval(before)}"
+    return Choice(dose=gap[0], reason=f"bisects (in log(1 + dose)) the widest untested gap {gap[1]} of the interval "
+                  f"{_interval(before)} (a monotone fit: no expected interval to compare)", interval_before=before,
+                  estimate_before=rec.dose)  # fmt: skip
+
+
+def _narrowest(rec: Recommendation, tested: Sequence[int], lo: int, hi: int, cells: int) -> tuple[int, float] | None:
+    """The candidate dose whose cells leave the narrowest expected interval, and that width; None when a limit's
+    curve cannot be projected (not a line with a residual variance)."""
+    if rec.target is None:
+        return None
+    grid = np.expm1(np.linspace(math.log1p(lo), math.log1p(hi), CANDIDATES))
+    candidates = sorted({int(np.rint(d)) for d in grid} - set(tested))
+    if not candidates:
+        return None
+    limited = {(c.metric, c.eval_set) for c in rec.constraints}
+    best: tuple[float, int] | None = None
+    for dose in candidates:
+        curves = []
+        for curve in rec.curves:
+            if (curve.metric, curve.eval_set) not in limited:
+                continue
+            after = expected_after(curve, dose, cells)
+            if after is None:
+                return None
+            curves.append(after)
+        width = recommend_from_curves(curves, target=rec.target).width
+        if best is None or width < best[0]:
+            best = (width, dose)
+    return None if best is None else (best[1], best[0])
+
+
+def _bisect(bounds: Sequence[int], tested: Sequence[int]) -> tuple[int, str] | None:
+    """The log-midpoint of the widest gap between tested doses (and the bounds) inside the bounds, and the gap."""
+    lo, hi = bounds
+    points = sorted({lo, hi, *(d for d in tested if lo < d < hi)})
     gaps = sorted(itertools.pairwise(points), key=lambda g: (-(math.log1p(g[1]) - math.log1p(g[0])), g[0]))
     for a, b in gaps:
         mid = round(math.expm1((math.log1p(a) + math.log1p(b)) / 2))
         if a < mid < b and mid not in tested:
-            reason = (f"bisects (in log(1 + dose)) the widest untested gap {a}{DASH}{b} of the interval "
-                      f"{_interval(before)}")  # fmt: skip
-            return Choice(dose=mid, reason=reason, interval_before=before, estimate_before=rec.dose)
-    return f"no untested whole dose is left inside the interval {_interval(before)}"
+            return mid, f"{a}{DASH}{b}"
+    return None
 
 
 def _interval(bounds: Sequence[int | None]) -> str:
