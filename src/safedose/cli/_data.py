@@ -96,13 +96,19 @@ def data_build_safety(
     prompts: list[str] = typer.Option(..., help="Prompt sources: registered sets, files, hf:<id>, hh-rlhf-harmless."),
     responder: str = typer.Option(..., help="openai:MODEL, hf:MODEL[+ADAPTER_DIR] or preference:hh-rlhf-harmless."),
     out: Path = typer.Option(..., help="Output JSONL (instruction/input/output)."),
-    n: int | None = typer.Option(None, "--n", help="Ask at most this many prompts."),
+    n: int | None = typer.Option(
+        None, "--n", help="Write this many rows: prompts are asked in batches until N pass every filter."
+    ),
+    allow_fewer: bool = typer.Option(False, help="When the prompts run out before N rows, write the rows kept."),
     min_chars: int = typer.Option(20, help="Drop shorter answers."),
     max_chars: int = typer.Option(2000, help="Drop longer answers."),
     allow_partial: bool = typer.Option(
         False, "--allow-partial", "--keep-partial", help="Also keep answers the refusal judge labels partial."
     ),
     max_harm: float = typer.Option(0.5, help="Keep answers whose harm score is below this."),
+    min_prompt_harm: float = typer.Option(
+        0.5, help="Ask only prompts the prompt-harm judge scores, alone, at least this (0: every prompt)."
+    ),
     system: str | None = typer.Option(None, help="System prompt for openai: and hf: responders."),
     base_url: str | None = typer.Option(None, help="openai: endpoint (default $OPENAI_BASE_URL)."),
     concurrency: int = typer.Option(4, help="openai: requests in flight."),
@@ -123,8 +129,9 @@ def data_build_safety(
 
     decoding = parse_decoding({"max_new_tokens": max_new_tokens, "dtype": dtype}, source="build-safety")
     sheet = build_safety(
-        prompts=prompts, responder=responder, out=out, n=n, min_chars=min_chars, max_chars=max_chars,
-        allow_partial=allow_partial, max_harm=max_harm, system=system, eval_sets=eval_set or None, cache=cache,
+        prompts=prompts, responder=responder, out=out, n=n, allow_fewer=allow_fewer, min_chars=min_chars,
+        max_chars=max_chars, allow_partial=allow_partial, max_harm=max_harm, min_prompt_harm=min_prompt_harm,
+        system=system, eval_sets=eval_set or None, cache=cache,
         decoding=decoding, base_url=base_url, concurrency=concurrency, progress=True,
         format=None if format is None else check_form(format), rewriter=rewriter,
     )  # fmt: skip

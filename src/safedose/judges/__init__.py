@@ -1,6 +1,14 @@
 """Judges of model responses: one protocol, one registry, cached verdicts, and measured agreement with humans."""
 
-from safedose.judges import _guard, _harm, _hf_reward, _moderation, _refusal, _remote  # noqa: F401  (registers the judges)
+from safedose.judges import (  # noqa: F401  (registers the judges)
+    _guard,
+    _harm,
+    _hf_reward,
+    _moderation,
+    _prompt_harm,
+    _refusal,
+    _remote,
+)
 from safedose.judges._base import (
     JUDGES,
     Judge,
