@@ -99,7 +99,9 @@ def data_build_safety(
     n: int | None = typer.Option(
         None, "--n", help="Write this many rows: prompts are asked in batches until N pass every filter."
     ),
-    allow_fewer: bool = typer.Option(False, help="When the prompts run out before N rows, write the rows kept."),
+    allow_fewer: bool = typer.Option(
+        False, "--allow-fewer", help="When the prompts run out before N rows, write the rows kept (else exit 2)."
+    ),
     min_chars: int = typer.Option(20, help="Drop shorter answers."),
     max_chars: int = typer.Option(2000, help="Drop longer answers."),
     allow_partial: bool = typer.Option(
@@ -121,7 +123,8 @@ def data_build_safety(
         None, help="openai:MODEL or hf:MODEL[+ADAPTER_DIR] that converts prompts (default: --responder)."
     ),
 ) -> None:
-    """Build safety demonstrations from harmful prompts, a responder and a judge filter; a rerun asks nothing twice."""
+    """Build safety demonstrations: harmful prompts (each harmful on its own), a responder's answers, kept when they
+    refuse; a rerun asks nothing twice."""
     from safedose.data import build_safety
     from safedose.data._build_safety import datasheet_path
     from safedose.data._formats import check_form
