@@ -82,3 +82,24 @@ def test_version_names_the_package_and_the_recipe_and_schema_versions() -> None:
     assert proc.stdout.startswith(f"safedose {version('safedose')} (") and proc.stdout.count("\n") == 1
     assert f"run schema {SCHEMA_VERSION}" in proc.stdout and f"training recipe {RECIPE_VERSION}" in proc.stdout
     assert f"mix recipe {MIX_RECIPE_VERSION}" in proc.stdout
+
+
+def test_an_empty_input_file_is_one_line_and_writes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    empty, out = tmp_path / "e.jsonl", tmp_path / "X"
+    empty.write_text("")
+    for extra in (["--max-tokens", "256"], []):
+        result = cli("data", "mix", "--base", empty, "--base-size", "5", "--safety", "saferpaca-safety", "--n", "0",
+                     "--out", out, *extra)  # fmt: skip
+        assert result.code == 2
+        assert result.err == f"error: {empty}: no records (the base pool is empty)\n"
+        assert not out.exists() and list(tmp_path.iterdir()) == [empty]
+
+
+def test_a_missing_data_file_is_no_such_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "x" / "nofile.csv"
+    result = cli("data", "mix", "--base", missing, "--base-size", "5", "--n", "0", "--out", tmp_path / "X")
+    assert (result.code, result.err) == (2, f"error: {missing}: no such file\n")
+    shown = cli("data", "show", "nofile.jsonl")
+    assert (shown.code, shown.err) == (2, "error: nofile.jsonl: no such file\n")
+    typo = cli("data", "show", "dolly15k")
+    assert typo.code == 2 and "unknown dataset 'dolly15k'; did you mean 'dolly-15k'?" in typo.err

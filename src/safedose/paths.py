@@ -9,6 +9,8 @@ from safedose.errors import SafedoseError
 
 DATA_ENV = "SAFEDOSE_DATA"
 CACHE_ENV = "SAFEDOSE_CACHE"
+# How much the libraries may print (0: warnings and progress bars of model loads hidden; the CLI's `-v` count).
+VERBOSITY = "SAFEDOSE_VERBOSITY"
 
 
 def data_root(*, must_exist: bool = True) -> Path:

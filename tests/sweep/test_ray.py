@@ -2,6 +2,7 @@
 killed mid-cell (Ray retries it and the cell resumes from its checkpoint) and a driver killed mid-sweep (the rerun
 reuses the finished cells)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from safedose.cache import Cache
 from tests.sweep.test_sweep import _generations, write_config
 
 RAY = str(Path(sys.executable).parent / "ray")
+SAFEDOSE = str(Path(sys.executable).parent / "safedose")
 
 
 def _env() -> dict[str, str]:
@@ -26,22 +28,77 @@ def _env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`ray start --head` with 2 CPUs on loopback; yields its address, stops it afterwards."""
+def _start_cluster(temp: Path, *, num_cpus: int = 2) -> str:
+    """`ray start --head` with `num_cpus` CPUs and no GPU on loopback, its files under `temp`; its address."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    temp = tmp_path_factory.mktemp("ray")
-    cmd = [RAY, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port),
+    cmd = [RAY, "start", "--head", "--num-cpus", str(num_cpus), "--num-gpus", "0", "--port", str(port),
            "--node-ip-address", "127.0.0.1", "--include-dashboard", "false", "--disable-usage-stats",
            "--temp-dir", str(temp)]  # fmt: skip
     started = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
     assert started.returncode == 0, started.stderr[-3000:]
+    return f"127.0.0.1:{port}"
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: its parent's pid and its command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            found[int(entry.name)] = (int(stat.rpartition(")")[2].split()[1]), cmdline)
+    return found
+
+
+def _cluster_pids(temp: Path) -> set[int]:
+    """The processes of the cluster whose files are under `temp`: those naming it on their command line (GCS, raylet,
+    monitors) and their descendants (workers and agents)."""
+    procs = _processes()
+    pids = {pid for pid, (_, cmdline) in procs.items() if str(temp) in cmdline and pid != os.getpid()}
+    grew = True
+    while grew:
+        more = {pid for pid, (parent, _) in procs.items() if parent in pids} - pids
+        pids |= more
+        grew = bool(more)
+    return pids
+
+
+def _stop_cluster(temp: Path) -> None:
+    """Stop the cluster started with `--temp-dir temp`, and only it (`ray stop` stops every Ray on the machine)."""
+    pids = _cluster_pids(temp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while (pids := {p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)}) and \
+                time.monotonic() < deadline:  # fmt: skip
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
     try:
-        yield f"127.0.0.1:{port}"
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray cluster of 2 CPUs on loopback, started for these tests and stopped afterwards (only it)."""
+    temp = tmp_path_factory.mktemp("ray")
+    address = _start_cluster(temp)
+    try:
+        yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=_env())
+        _stop_cluster(temp)
 
 
 def _ray_config(tmp_path: Path, model: Path, run: Path, address: str) -> Path:
@@ -164,3 +221,40 @@ def test_executor_ray_without_ray_installed_is_one_line(monkeypatch: pytest.Monk
         make_executor("ray", RaySettings())
     local = make_executor("local", RaySettings())
     assert isinstance(local, LocalExecutor) and local.groups([1, 2, 3]) == [[1, 2, 3]]
+
+
+def test_stopping_the_test_cluster_leaves_another_ray_running(tmp_path_factory: pytest.TempPathFactory) -> None:
+    ours, theirs = tmp_path_factory.mktemp("ours"), tmp_path_factory.mktemp("theirs")  # short: Ray's socket paths
+    _start_cluster(theirs, num_cpus=1)  # e.g. a user's sweep on the same machine
+    try:
+        _start_cluster(ours, num_cpus=1)
+        mine, other = _cluster_pids(ours), _cluster_pids(theirs)
+        assert mine and other and not mine & other
+        _stop_cluster(ours)
+        assert not _cluster_pids(ours)
+        assert all(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in other)
+    finally:
+        _stop_cluster(theirs)
+    assert not _cluster_pids(theirs)
+
+
+def test_task_resources_no_node_has_fail_in_one_line_before_submitting(
+    tmp_path: Path, ray_cluster: str, tiny_model: Path
+) -> None:
+    run = tmp_path / "run"
+    config = _ray_config(tmp_path, tiny_model, run, ray_cluster)
+    for override, needle in [("ray.train.num_gpus=1", "a train task asks 1 CPUs and 1 GPUs (ray.train)"),
+                             ("ray.judge.num_cpus=4", "a judge task asks 4 CPUs and 0 GPUs (ray.judge)")]:  # fmt: skip
+        cmd = [SAFEDOSE, "sweep", str(config), override]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.startswith(f"error: ray: {needle}; the cluster has 2 CPUs and 0 GPUs")
+        assert proc.stderr.count("\n") == 1 and "No available node types" not in proc.stdout + proc.stderr
+        assert not run.exists()  # nothing submitted, nothing written
+    # the dry run says it too, against this machine when Ray would start here
+    dry = subprocess.run([SAFEDOSE, "sweep", str(config), "ray.address=null", "ray.train.num_gpus=1", "--dry-run"],
+                         capture_output=True, text=True, timeout=300, env=_env())  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    flat = " ".join(dry.stdout.split())
+    assert "warning: a train task asks 1 CPUs and 1 GPUs (ray.train); this machine has" in flat
+    assert "so Ray would wait for it forever" in flat

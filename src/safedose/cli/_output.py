@@ -50,13 +50,18 @@ def duration(seconds: float | None) -> str:
 
 
 def set_verbosity(level: int) -> None:
-    """Quiet by default: no library warnings or progress bars on model loads; `-v` shows them, `-vv` info logs."""
+    """Quiet by default: no library warnings, info logs or progress bars on model loads (here, in Ray workers and in
+    training processes, through the environment); `-v` shows them."""
     import os
     import warnings
 
+    from safedose.paths import VERBOSITY
+
+    os.environ[VERBOSITY] = str(level)
     if level >= 1:
         return
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     warnings.filterwarnings("ignore", category=FutureWarning)

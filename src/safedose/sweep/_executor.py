@@ -11,6 +11,7 @@ its worker died resumes from its last checkpoint, and a rerun driver skips what 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -25,6 +26,7 @@ from rich.markup import escape
 
 from safedose.cache import Cache
 from safedose.errors import SafedoseError
+from safedose.paths import VERBOSITY
 
 Stage = Literal["train", "generate", "judge", "capability"]
 T = TypeVar("T")
@@ -110,7 +112,7 @@ class RayExecutor:
             _check_reachable(settings.address)
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
             try:
-                ray.init(address=settings.address, runtime_env={"env_vars": env})
+                ray.init(address=settings.address, runtime_env={"env_vars": env}, logging_level=log_level())
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = settings.address or "this machine"
                 raise SafedoseError(f"ray: cannot connect to {where}: {str(e).splitlines()[0]}") from None
@@ -189,6 +191,11 @@ def local_resources() -> dict[str, float]:
     import torch
 
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def log_level() -> int:
+    """Ray's own log level: warnings only, unless the command runs with `-v` (`SAFEDOSE_VERBOSITY`)."""
+    return logging.INFO if int(os.environ.get(VERBOSITY, "1") or 1) >= 1 else logging.WARNING
 
 
 def make_executor(kind: str, settings: RaySettings, *, console: Console | None = None) -> Executor:

@@ -63,15 +63,16 @@ class SweepResult:
 
 
 class _Steps:
-    """Whole-sweep progress: steps done / total with an ETA, one line per step."""
+    """Whole-sweep progress: steps done / total and the time elapsed, one line per step. No ETA: steps differ too
+    much in length (and in what the cache spares them) for the elapsed time to predict the rest; `--dry-run`
+    estimates from the timings measured on this machine."""
 
     def __init__(self, total: int, console: Console) -> None:
         self.total, self.done, self.console, self.started = total, 0, console, time.perf_counter()
 
     def start(self, what: str) -> None:
         elapsed = time.perf_counter() - self.started
-        eta = f", ETA {elapsed / self.done * (self.total - self.done) / 60:.1f} min" if self.done else ""
-        self.console.print(f"[bold][{self.done + 1}/{self.total}][/] {escape(what)} ({elapsed / 60:.1f} min{eta})")
+        self.console.print(f"[bold][{self.done + 1}/{self.total}][/] {escape(what)} ({elapsed / 60:.1f} min elapsed)")
 
     def finish(self) -> None:
         self.done += 1
