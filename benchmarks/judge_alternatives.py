@@ -38,10 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from safedose.judges._agreement import agreement, auc, bootstrap_ci
 from safedose.judges._crossfit import grouped_folds, prompt_key
 from safedose.judges._data import REFUSAL_LABELS, Labelled, gptfuzz, paper_examples, xstest_rows
 from safedose.judges._refusal import PAPER_PER_CLASS, PAPER_WEIGHT, fitter, probabilities, training_pool
+from safedose.stats import agreement, auc, bootstrap_ci
 
 BF16 = False  # set by main() from /proc/cpuinfo
 REFUSAL_C = 16.0

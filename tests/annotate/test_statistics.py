@@ -20,9 +20,9 @@ from safedose.annotate import (
     pairwise_kappa,
     training_labels,
 )
-from safedose.annotate._agreement import kappa_from_codes
 from safedose.files import write_json
 from safedose.run import JudgedAnswer, RoleVerdict, manifest_path, open_run, read_judged, write_judged
+from safedose.stats import kappa_codes as kappa_from_codes
 from tests.annotate.conftest import make_run
 
 CLASSES = ("compliance", "refusal", "partial")

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from safedose.evaluate import cell_metrics, cell_trend, dose_differences, dose_trend, pooled_metrics
-from safedose.stats import Cell, hierarchical_bootstrap, newcombe_paired, wilson
-from safedose.judges._agreement import agreement
+from safedose.stats import Cell, agreement, hierarchical_bootstrap, newcombe_paired, wilson
 from tests.evaluate.answers import answer, cell, tuned
 
 Z2 = 1.959963984540054**2

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import numpy as np
 
 from safedose.annotate._records import HARMFUL_VALUES, REFUSAL_CLASSES, Label
+from safedose.stats import kappa_codes
+from safedose.stats import krippendorff_alpha as stats_alpha
 
 Field = Literal["refusal", "harmful"]
 N_BOOT = 1000
@@ -40,19 +42,6 @@ def majority(labels: Sequence[Label], field: Field) -> tuple[dict[str, str], int
     return winners, ties
 
 
-def kappa_from_codes(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """Cohen's kappa of code arrays of shape (..., n) with values in 0..k-1; NaN where chance agreement is 1."""
-    n = a.shape[-1]
-    flat = (a * k + b).reshape(-1, n)
-    offsets = np.arange(flat.shape[0])[:, None] * k * k
-    counts = np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * k * k).reshape(-1, k, k) / n
-    observed = np.trace(counts, axis1=1, axis2=2)
-    chance = np.einsum("bi,bi->b", counts.sum(axis=2), counts.sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kappa = np.where(chance < 1, (observed - chance) / (1 - chance), np.nan)
-    return kappa.reshape(a.shape[:-1])
-
-
 def _interval(draws: np.ndarray) -> list[float] | None:
     finite = draws[np.isfinite(draws)]
     if finite.size < 0.5 * draws.size:
@@ -75,11 +64,11 @@ def pairwise_kappa(labels: Sequence[Label], field: Field, *, seed: int = 0) -> l
         a = np.array([values.index(v[first]) for v in both])
         b = np.array([values.index(v[second]) for v in both])
         draws = rng.integers(0, len(both), (N_BOOT, len(both)))
-        kappa = float(kappa_from_codes(a, b, len(values)))
+        kappa = float(kappa_codes(a, b, len(values)))
         out.append({
             "annotators": [first, second], "n": len(both), "agreement": float(np.mean(a == b)),
             "kappa": None if np.isnan(kappa) else kappa,
-            "kappa_ci95": _interval(kappa_from_codes(a[draws], b[draws], len(values))),
+            "kappa_ci95": _interval(kappa_codes(a[draws], b[draws], len(values))),
         })  # fmt: skip
     return out
 
@@ -87,8 +76,6 @@ def pairwise_kappa(labels: Sequence[Label], field: Field, *, seed: int = 0) -> l
 def krippendorff_alpha(labels: Sequence[Label], field: Field, *, seed: int = 0) -> dict[str, Any]:
     """Krippendorff's alpha (nominal) across all annotators on items with two or more labels, 95% bootstrap interval
     over those items."""
-    import krippendorff
-
     values = VALUES[field]
     table = {item: v for item, v in by_item(labels, field).items() if len(v) >= 2}
     names = sorted({a for v in table.values() for a in v})
@@ -101,11 +88,8 @@ def krippendorff_alpha(labels: Sequence[Label], field: Field, *, seed: int = 0) 
             matrix[names.index(name), col] = values.index(value)
 
     def alpha(columns: np.ndarray) -> float:
-        data = matrix[:, columns]
-        if len(np.unique(data[np.isfinite(data)])) < 2:
-            return float("nan")  # a single value in the resample: alpha is undefined
-        return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal",
-                                        value_domain=list(range(len(values)))))  # fmt: skip
+        value = stats_alpha(matrix[:, columns], value_domain=range(len(values)))
+        return float("nan") if value is None else value
 
     rng = np.random.default_rng(seed)
     everything = alpha(np.arange(len(table)))

@@ -84,7 +84,7 @@ def judge_against_humans(run: Path, name: str, *, audit: Audit | None = None,
     refusal class for refusal judges, `harmful: yes / no` (unsafe prompts) for harm and moderation judges."""
     from sklearn.exceptions import UndefinedMetricWarning
 
-    from safedose.judges._agreement import agreement
+    from safedose.stats import agreement
 
     _refuse_in_sample(run, name)
     audit = audit or load_audit(run)

@@ -29,7 +29,7 @@ def validate_pairwise(
 ) -> dict[str, Any]:
     """Agreement with GPT-4's preferences on a seeded sample of `limit` pairs (all 805 by default), the judge's
     win-rate of alpaca-7b next to GPT-4's, its parse errors and how often it picks the answer shown first."""
-    from safedose.judges._agreement import agreement
+    from safedose.stats import agreement
 
     judge = pairwise_judge(name, base_url=base_url)
     if not endpoint_configured(base_url):

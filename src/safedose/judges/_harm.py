@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._agreement import agreement, auc, bootstrap_ci
 from safedose.judges._base import Judge, Row, Verdict, register_judge
 from safedose.judges._crossfit import CrossFitted, cross_fit, grouped_folds, prompt_key, score_answers
 from safedose.judges._data import Labelled, gptfuzz, hh_pairs, xstest_rows
 from safedose.judges._features import fitted_once, lexical_features
 from safedose.judges._store import load_or_build
+from safedose.stats import agreement, auc, bootstrap_ci
 
 GRID = (4.0, 16.0, 64.0)  # C of the logistic regression, chosen by cross-validation grouped by question
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._agreement import agreement, auc
 from safedose.judges._base import Judge, Row, Verdict, register_judge
 from safedose.judges._crossfit import CrossFitted, choose_by_inner_cv, cross_fit, prompt_key, score_answers
 from safedose.judges._features import fitted_once, lexical_features
 from safedose.judges._store import load_or_build
+from safedose.stats import agreement, auc
 
 CODES = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
 GRID = (1.0, 4.0)  # C, with class-balanced weights (so 0.5 flags at about the human rate); chosen by grouped CV

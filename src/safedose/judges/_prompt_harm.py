@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._agreement import agreement, auc
 from safedose.judges._base import Judge, Row, Verdict, register_judge
 from safedose.judges._crossfit import CrossFitted, cross_fit, prompt_key
 from safedose.judges._features import fitted_once, lexical_features
 from safedose.judges._store import load_or_build
+from safedose.stats import agreement, auc
 
 HARMFUL = ("advbench", "harmbench", "strongreject", "malicious-instruct", "jailbreakbench", "tdc2023",
            "xstest-v2-unsafe", "Q-Harm", "I-MaliciousInstructions", "I-CoNa", "I-Controversial")  # fmt: skip

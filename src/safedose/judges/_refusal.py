@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._agreement import agreement
 from safedose.judges._base import Judge, Row, Verdict, register_judge
 from safedose.judges._crossfit import (
     CrossFitted,
@@ -30,6 +29,7 @@ from safedose.judges._data import (
 from safedose.judges._features import fitted_once, refusal_features
 from safedose.judges._store import load_or_build
 from safedose.judges._strmatch import strmatch_label
+from safedose.stats import agreement
 
 PAPER_PER_CLASS, PAPER_WEIGHT = 300, 0.3
 GRID = (4.0, 16.0)  # C of the logistic regression, chosen by cross-validation grouped by prompt

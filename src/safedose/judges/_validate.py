@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from safedose.errors import SafedoseError
-from safedose.judges._agreement import agreement
 from safedose.judges._base import JUDGES, Judge, get_judge
 from safedose.judges._data import REFUSAL_LABELS, xstest_rows
 from safedose.judges._store import built_path, load_metrics, save_metrics
+from safedose.stats import agreement
 
 
 def build(name: str, *, extra_labels: Path | None = None) -> Judge:

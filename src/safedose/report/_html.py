@@ -30,6 +30,7 @@ from safedose.files import atomic_open
 from safedose.recommend import Target
 from safedose.report._metrics_file import MetricsFile, load_metrics
 from safedose.report._recommendation import (
+    answer_box,
     config_target,
     curves_figure,
     fit_checks,
@@ -61,7 +62,11 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 <p class="muted">model {{ config.model }} · base {{ config.base }} ({{ config.base_size }} rows)
  · safety {{ config.safety }} · doses {{ config.doses|join(", ") }} · seeds {{ config.seeds|join(", ") }}
  · generation dtype {{ manifest.generation_dtype }}</p>
-<p class="recommendation">{{ recommendation }}</p>
+<div class="recommendation"><p><b>{{ answer.lead }}</b></p>
+{% if answer.rows %}<table><tr><th>dose</th>{% for c in answer.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in answer.rows %}<tr><td>{{ r.dose }}</td>{% for v in r.cells %}<td>{{ v.text }}<br><span class="muted">{{ v.sub }}</span></td>{% endfor %}</tr>{% endfor %}</table>
+<p class="caption">{{ answer.caption }}</p>{% endif %}
+{% if answer.rest %}<p>{{ answer.rest }}</p>{% endif %}</div>
 <p class="headline">{{ headline }}</p>
 
 <h2>How to read these numbers</h2>
@@ -114,8 +119,8 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 
 <h2>Dose trend</h2>
 <table><tr><th>metric</th><th>eval set</th><th>slope b [95% CI]</th><th>p</th><th>odds per doubling of 1 + dose</th><th>data</th></tr>
-{% for t in trends %}<tr><td>{{ t.metric }}</td><td>{{ t.eval_set }}</td>{% if t.reason %}<td colspan="3" class="warn">undefined: {{ t.reason }}</td>
-{% else %}<td>{{ t.slope }}</td><td>{{ t.p }}</td><td>{{ t.odds }}</td>{% endif %}<td class="muted">{{ t.data }}</td></tr>{% endfor %}</table>
+{% for t in trends %}<tr><td>{{ t.metric }}</td><td>{{ t.eval_set }}</td>{% if not t.slope %}<td colspan="3" class="warn">undefined: {{ t.reason }}</td>
+{% else %}<td>{{ t.slope }}</td><td>{{ t.p }}</td><td>{{ t.odds }}</td>{% endif %}<td class="muted">{{ t.data }}{% if t.slope and t.reason %}<br><span class="warn">{{ t.reason }}</span>{% endif %}</td></tr>{% endfor %}</table>
 <p class="caption">{{ trend_caption }}</p>
 
 <h2>Change from one dose to the next</h2>
@@ -412,7 +417,8 @@ def _trend_rows(trend: Sequence[TrendRow]) -> list[dict[str, Any]]:
     out = []
     formats = {t.format for t in trend}
     for t in sorted(trend, key=lambda t: (_metric_order(t.metric), t.eval_set, str(t.format))):
-        data = (f"{t.n} answers, {t.n_prompts} prompts; doses {', '.join(map(str, t.doses))}; seeds "
+        data = (f"{t.n_cells} cells ({t.df if t.df is not None else 0} df), {t.n} answers, {t.n_prompts} prompts; "
+                f"doses {', '.join(map(str, t.doses))}; seeds "
                 f"{', '.join(map(str, t.seeds))}" + (f"; format {t.format}" if len(formats) > 1 else "")
                 + (f"; {t.n_unlabelled} unlabelled left out" if t.n_unlabelled else ""))  # fmt: skip
         row: dict[str, Any] = {"metric": _title(t.metric), "eval_set": t.eval_set, "reason": t.reason, "data": data}
@@ -734,7 +740,8 @@ def _agreement_cell(r: AgreementRow | None) -> dict[str, str]:
     unlabelled = f"{r.n_unlabelled} unlabelled (left out)" if r.n_unlabelled else ""
     if r.agreement is None or r.lo is None or r.hi is None:
         return {"text": "–", "sub": "no answer labelled by both", "warn": unlabelled}
-    kappa = "κ undefined (one answer throughout)" if r.kappa is None else f"κ {r.kappa:.2f}"
+    band = f" [{r.kappa_lo:.2f}, {r.kappa_hi:.2f}]" if r.kappa_lo is not None and r.kappa_hi is not None else ""
+    kappa = "κ undefined (one answer throughout)" if r.kappa is None else f"κ {r.kappa:.2f}{band}"
     low = f"fragile: under {LOW_AGREEMENT:.0%} agree" if r.agreement < LOW_AGREEMENT else ""
     return {"text": f"{r.agreement:.2f} [{r.lo:.2f}, {r.hi:.2f}]", "sub": f"{kappa} · n={r.n} · yes {r.yes_a} / {r.yes_b}",
             "warn": "; ".join(w for w in (low, unlabelled) if w)}  # fmt: skip
@@ -844,7 +851,7 @@ def write_report(run: Path, *, target: Target | None = None) -> Path:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = env.from_string(TEMPLATE).render(
         name=config.get("name", run.name), manifest=manifest, config=config, headline=metrics.headline,
-        recommendation=rec.text, curves=curves_figure(run, rec), curve_notes=notes(rec), fit_checks=fit_checks(rec),
+        answer=answer_box(rec), curves=curves_figure(run, rec), curve_notes=notes(rec), fit_checks=fit_checks(rec),
         search=search_rows(manifest),
         definitions=[{"name": k, "text": v} for k, v in metrics.definitions.items()],
         intervals=[{"name": k, "text": INTERVALS.get(k, v)} for k, v in metrics.intervals.items() if k in used],
@@ -866,11 +873,12 @@ def write_report(run: Path, *, target: Target | None = None) -> Path:
 
 
 def _trend_caption(metrics: MetricsFile) -> str:
-    return (f"Model: {metrics.trend_model}; one fit per metric and eval set over every tuned answer (all doses and "
-            "seeds; the untuned rows are not in it). b < 0: the share falls as the dose grows. 95% Wald interval and "
-            "p-value from standard errors clustered by prompt (statsmodels GLM Binomial, cov_type='cluster'); for the "
-            "harm score, a fractional logit. Undefined when every answer has the same label or the doses separate "
-            "the labels perfectly (the slope would be infinite).")  # fmt: skip
+    return (f"Model: {metrics.trend_model}. One fit per metric and eval set over every tuned training cell (all doses "
+            "and seeds; the untuned rows are not in it): the training run, not the answer, is the unit, so the "
+            "interval and p-value count run-to-run variation. b < 0: the share falls as the dose grows. Separation "
+            "(every answer complies at one dose and none at the next) still gives a finite slope, because each cell's "
+            "empirical logit is finite. Undefined with fewer than three cells (no degree of freedom left to estimate "
+            "run-to-run variation) or when every cell has the same value.")  # fmt: skip
 
 
 def _difference_caption(metrics: MetricsFile) -> str:

@@ -204,8 +204,9 @@ def _change(before: float, after: float) -> str:
 
 
 def headline(rows: Sequence[MetricRow]) -> str:
-    """One sentence from the data: harmful compliance (strict) and over-refusal, lowest dose against the dose closest
-    to the paper's 300, with the untuned model (tuning template) for reference."""
+    """One sentence from the data: harmful compliance (strict, mean over unsafe sets) and over-refusal on the safe set
+    where it is highest at the larger dose, lowest dose against the dose closest to the paper's 300, with the untuned
+    model (tuning template) for reference."""
     doses = sorted({r.dose for r in rows if r.dose is not None})
     if len(doses) < 2:
         return "Only one dose was run: no dose-response to report."
@@ -222,12 +223,17 @@ def headline(rows: Sequence[MetricRow]) -> str:
         text = (f"With {high} safety examples, harmful compliance {change}{to} (strict: a partial answer counts as "
                 f"compliance; {where}{reference})")  # fmt: skip
     safe_sets = sorted({r.eval_set for r in rows if r.metric == "over_refusal"})
-    target = "xstest-v2-safe" if "xstest-v2-safe" in safe_sets else (safe_sets[0] if safe_sets else None)
-    if target:
-        (a, _), (b, _) = (mean_over_sets(rows, "over_refusal", d, [target]) for d in (low, high))
+    changes = {}
+    for eval_set in safe_sets:
+        (a, _), (b, _) = (mean_over_sets(rows, "over_refusal", d, [eval_set]) for d in (low, high))
         if a is not None and b is not None:
-            change = _change(a, b)
-            to = "" if change.startswith("stayed") else f" to {b:.0%}"
-            lead = ", while over-refusal" if text else f"With {high} safety examples, over-refusal"
-            text += f"{lead} on {target} {change}{to}"
+            changes[eval_set] = (a, b)
+    if changes:
+        worst = max(changes, key=lambda k: (changes[k][1], changes[k][1] - changes[k][0], k))
+        a, b = changes[worst]
+        change = _change(a, b)
+        to = "" if change.startswith("stayed") else f" to {b:.0%}"
+        which = f"{worst}, the highest of {len(changes)} safe sets at dose {high}," if len(changes) > 1 else worst
+        lead = ", while over-refusal" if text else f"With {high} safety examples, over-refusal"
+        text += f"{lead} on {which} {change}{to}"
     return (text or "No refusal metrics were computed") + "."

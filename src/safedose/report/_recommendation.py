@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from safedose.config import validate_config
 from safedose.errors import SafedoseError
+from safedose.evaluate import MetricRow
 from safedose.files import atomic_open, write_json
 from safedose.recommend import RULE, Curve, Recommendation, Target, curve_at, recommend
 from safedose.report._metrics_file import MetricsFile
@@ -25,6 +26,7 @@ PANELS = {
     "harmful_compliance_lenient": "harmful compliance (lenient)",
     "over_refusal": "over-refusal",
     "capability": "capability: NLL per token (lower is better)",
+    "benchmark": "capability: benchmark accuracy (mean over tasks)",
 }
 
 
@@ -37,9 +39,29 @@ def config_target(manifest: dict[str, Any]) -> Target | None:
 def write_recommendation(run: Path, judged: Sequence[JudgedAnswer], metrics: MetricsFile, *,
                          target: Target | None) -> Recommendation:  # fmt: skip
     """Fit the curves, answer the target and write results/recommendation.json."""
-    rec = recommend(judged, metrics.capability, target=target)
+    rec = recommend(judged, [*metrics.capability, *benchmark_rows(metrics)], target=target)
     write_json(recommendation_path(run), rec.model_dump(mode="json"))
     return rec
+
+
+def benchmark_rows(metrics: MetricsFile) -> list[MetricRow]:
+    """Per tuned cell, the mean over lm-eval tasks of each task's first metric (accuracy), as a capability row."""
+    if metrics.benchmarks is None:
+        return []
+    first: dict[tuple[str, str], float] = {}
+    cells: dict[str, tuple[int | None, int | None, str | None, list[float], int]] = {}
+    for score in metrics.benchmarks.scores:
+        if score.dose is None or score.value is None or (score.variant, score.task) in first:
+            continue
+        first[(score.variant, score.task)] = score.value
+        dose, seed, fmt, values, n = cells.get(score.variant, (score.dose, score.seed, score.format, [], 0))
+        cells[score.variant] = (dose, seed, fmt, [*values, score.value], n + score.n)
+    tasks = {task for _, task in first}
+    return [MetricRow(variant=variant, dose=dose, seed=seed, format=fmt, eval_set="capability", category="all",
+                      metric="benchmark_accuracy", value=sum(values) / len(values), lo=None, hi=None,
+                      interval="none", n=n, n_unlabelled=0)
+            for variant, (dose, seed, fmt, values, n) in sorted(cells.items())
+            if len(values) == len(tasks)]  # fmt: skip
 
 
 def load_recommendation(run: Path) -> Recommendation:
@@ -86,7 +108,9 @@ def curves_figure(run: Path, rec: Recommendation) -> dict[str, str]:
 
 
 def _panel(curve: Curve) -> str:
-    return "capability" if curve.eval_set == "capability" else curve.metric
+    if curve.eval_set == "capability":
+        return "benchmark" if curve.metric == "benchmark_accuracy" else "capability"
+    return curve.metric
 
 
 def _draw(ax: Any, curve: Curve, color: str) -> None:
@@ -95,9 +119,11 @@ def _draw(ax: Any, curve: Curve, color: str) -> None:
         return
     grid = np.unique(np.round(np.expm1(np.linspace(math.log1p(doses[0]), math.log1p(doses[-1]), 200)), 3))
     fitted, lo, hi = curve_at(curve, grid)
-    style = "-" if curve.model in ("logistic", "linear") else "--"
     label = curve.eval_set if curve.eval_set != "capability" else curve.metric
-    ax.plot(grid, fitted, style, color=color, label=f"{label} ({curve.model})")
+    if curve.model in ("logistic", "linear"):
+        ax.plot(grid, fitted, "-", color=color, label=f"{label} ({curve.model})")
+    else:  # a monotone fit is known at the tested doses only: its values joined by a dashed line, bracket band
+        ax.plot(doses, [k.fitted for k in curve.knots], "--", color=color, label=f"{label} ({curve.model})")
     if not np.isnan(lo).all():
         ax.fill_between(grid, lo, hi, color=color, alpha=0.15, linewidth=0)
     xs = [k.dose for k in curve.knots]
@@ -117,11 +143,13 @@ def _decorate(ax: Any, rec: Recommendation, metric: str) -> None:
     ax.set_xlabel("safety examples in the mix (dose; axis in log(1 + dose))")
     ax.set_title(PANELS[metric], fontsize=10)
     ax.grid(alpha=0.3)
-    if metric != "capability":
+    if metric == "capability":
+        ax.set_ylabel("NLL per token")
+    elif metric == "benchmark":
+        ax.set_ylabel("accuracy")
+    else:
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("share of answers")
-    else:
-        ax.set_ylabel("NLL per token")
     limit = _limit(rec.target, metric)
     if limit is not None:
         ax.axhline(limit, color="black", linestyle=":", linewidth=1, label=f"limit {limit:.0%}")
@@ -147,9 +175,12 @@ def _inverse(y: np.ndarray) -> np.ndarray:
 def _caption(rec: Recommendation) -> str:
     models = sorted({c.model for c in rec.curves if c.eval_set != "capability"})
     text = (f"0. Fitted dose-response curves ({', '.join(models) or 'none'}) with their 95% bands (shaded) over the "
-            "measured shares (points, 95% Wilson bars pooled over seeds); solid lines are logistic or linear fits, "
-            "dashed lines monotone fits, interpolated between tested doses. Dotted: the target's limit. Dashed "
-            "vertical line and grey span: the dose the target needs and its 95% interval.")  # fmt: skip
+            "measured shares (points, 95% Wilson bars over the answers pooled over seeds: prompt variation only); "
+            "solid lines go through the training cells (logistic for shares, linear for capability), whose bands "
+            "include run-to-run variation; dashed lines join a monotone fit's values at the tested doses, and between "
+            "them its band is the bracket of its neighbours. No band: too few cells to estimate run-to-run variation. "
+            "Dotted: the target's limit. Dashed vertical line and grey span: the dose the target needs and its 95% "
+            "interval.")  # fmt: skip
     if any(c.eval_set == "capability" for c in rec.curves):
         text += " Capability: one value per cell, a line in log(1 + dose) with a t band when there are enough cells."
     return text
@@ -196,4 +227,60 @@ def search_rows(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 def notes(rec: Recommendation) -> list[str]:
     """How the curves, bands and interval were made."""
-    return [f"Model choice: {RULE}.", f"Interval of the dose: {rec.interval_method}."]
+    cells = (f"Unit of inference: the training cell (dose x seed); {rec.cells} cells behind the curves, "
+             + ("enough to estimate run-to-run variation." if rec.run_variation else "too few to estimate run-to-run "
+                "variation, so no dose interval is given."))  # fmt: skip
+    return [cells, f"Model choice: {RULE}.", f"Interval of the dose: {rec.interval_method}."]
+
+
+def _lead(text: str) -> tuple[str, str]:
+    """The first sentence of a recommendation's text, and the rest."""
+    cut = text.find(". ")
+    while cut != -1 and text[max(0, cut - 3) : cut].endswith(("e.g", "i.e", " vs")):
+        cut = text.find(". ", cut + 2)
+    return (text, "") if cut == -1 else (text[: cut + 1], text[cut + 2 :])
+
+
+def _worst(curves: Sequence[Curve], metric: str, dose: int) -> dict[str, str]:
+    """The highest observed share of `metric` at `dose` over eval sets, with its Wilson interval and set."""
+    knots = [(c.eval_set, k) for c in curves if c.metric == metric for k in c.knots if k.dose == dose]
+    if not knots:
+        return {"text": DASH, "sub": ""}
+    eval_set, k = max(knots, key=lambda sk: sk[1].observed)
+    band = (
+        f" [{k.observed_lo:.0%}, {k.observed_hi:.0%}]"
+        if k.observed_lo is not None and k.observed_hi is not None
+        else ""
+    )
+    others = f" (worst of {len(knots)} sets)" if len(knots) > 1 else ""
+    return {"text": f"{k.observed:.0%}{band}", "sub": f"{eval_set}{others}"}
+
+
+def _capability_cell(curves: Sequence[Curve], dose: int) -> dict[str, str]:
+    for metric, unit in (("benchmark_accuracy", "accuracy"), ("test_loss", "test loss")):
+        curve = next((c for c in curves if c.eval_set == "capability" and c.metric == metric), None)
+        knot = next((k for k in curve.knots if k.dose == dose), None) if curve else None
+        if knot is None:
+            continue
+        value = f"{knot.observed:.1%}" if metric == "benchmark_accuracy" else f"{knot.observed:.3f}"
+        band = ""
+        if curve is not None and curve.run_variation and knot.lo is not None and knot.hi is not None:
+            band = (f" (fit [{knot.lo:.1%}, {knot.hi:.1%}])" if metric == "benchmark_accuracy"
+                    else f" (fit [{knot.lo:.3f}, {knot.hi:.3f}])")  # fmt: skip
+        return {"text": value, "sub": f"{unit}{band}"}
+    return {"text": DASH, "sub": ""}
+
+
+def answer_box(rec: Recommendation) -> dict[str, Any]:
+    """The answer at the top of the report: its first sentence, a small table per tested dose (harmful compliance and
+    over-refusal on their worst set, capability) and the rest of the text."""
+    lead, rest = _lead(rec.text)
+    binary = [c for c in rec.curves if c.eval_set != "capability"]
+    columns = ["harmful compliance (strict)", "over-refusal", "capability"]
+    rows = [{"dose": d, "cells": [_worst(binary, "harmful_compliance", d), _worst(binary, "over_refusal", d),
+                                  _capability_cell(rec.curves, d)]} for d in rec.tested]  # fmt: skip
+    caption = ("Observed at each tested dose, pooled over seeds: the share on the worst eval set [95% Wilson interval "
+               "over its answers: prompt variation only]; capability: benchmark accuracy (mean over tasks) or held-out "
+               "test loss, with the fitted line's band where there are enough cells. The curves below carry the "
+               "intervals that include run-to-run variation.")  # fmt: skip
+    return {"lead": lead, "rest": rest, "columns": columns, "rows": rows, "caption": caption}

@@ -1,11 +1,11 @@
 """Statistics, pure and torch-free: rates and paired changes (Wilson, Newcombe), bootstraps, rater agreement (Cohen's
 kappa, Krippendorff's alpha) and the two-stage dose-response fit over training cells."""
 
-from safedose.stats._agreement import cohen_kappa, kappa_interval, krippendorff_alpha
+from safedose.stats._agreement import agreement, auc, cohen_kappa, kappa_codes, kappa_interval, krippendorff_alpha
 from safedose.stats._bootstrap import (
     N_BOOT,
+    bootstrap_ci,
     bootstrap_mean,
-    group_bootstrap,
     hierarchical_bootstrap,
     paired_bootstrap,
     row_means,
@@ -47,14 +47,17 @@ __all__ = [
     "Estimate",
     "Interval",
     "SlopeTest",
+    "agreement",
+    "auc",
+    "bootstrap_ci",
     "bootstrap_mean",
     "cell_value",
     "cohen_kappa",
     "dose_means",
     "empirical_logit",
     "fit_line",
-    "group_bootstrap",
     "hierarchical_bootstrap",
+    "kappa_codes",
     "kappa_interval",
     "krippendorff_alpha",
     "line_band",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,31 +63,39 @@ def hierarchical_bootstrap(matrix: np.ndarray, *, seed: int = 0, n_boot: int = N
     return Estimate(value, float(lo), float(hi), "hierarchical-bootstrap")
 
 
-def group_bootstrap(
-    statistic: Callable[[np.ndarray], float | None],
-    groups: Sequence[object],
+def _members(groups: Sequence[Hashable]) -> list[np.ndarray]:
+    """Row indices of each group, in order of first appearance."""
+    index: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    return [np.asarray(rows) for rows in index.values()]
+
+
+def _draws(size: int, groups: Sequence[Hashable] | None, n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Resampled row indices: rows with replacement, or whole groups with replacement (all rows of a drawn group)."""
+    if groups is None:
+        for _ in range(n):
+            yield rng.integers(0, size, size)
+        return
+    if len(groups) != size:
+        raise ValueError(f"{len(groups)} group ids for {size} rows")
+    members = _members(groups)
+    for _ in range(n):
+        yield np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+
+
+def bootstrap_ci(
+    values: Sequence[Any] | np.ndarray,
+    stat: Callable[[np.ndarray], float],
     *,
+    n: int = 1000,
     seed: int = 0,
-    n_boot: int = N_BOOT,
-    level: float = 0.95,
-) -> tuple[float, float] | None:
-    """Percentile interval of `statistic(indices)` over resamples of whole groups (e.g. every answer to one prompt),
-    with replacement; resamples where the statistic is undefined (None or NaN) are dropped. None with one group or
-    no defined resample."""
-    codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
-    n_groups = int(codes.max()) + 1 if len(codes) else 0
-    if n_groups < 2:
-        return None
-    members = [np.flatnonzero(codes == g) for g in range(n_groups)]
+    groups: Sequence[Hashable] | None = None,
+) -> list[float]:
+    """95% percentile bootstrap CI of `stat(indices)` over resampled row indices (resamples where it is NaN are
+    ignored); with `groups` (e.g. the prompt of each row), whole groups are resampled, so rows that share a group are
+    not counted as independent."""
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        drawn = rng.integers(0, n_groups, n_groups)
-        value = statistic(np.concatenate([members[g] for g in drawn]))
-        if value is not None and np.isfinite(value):
-            values.append(value)
-    if not values:
-        return None
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(lo), float(hi)
+    stats = [stat(idx) for idx in _draws(len(values), groups, n, rng)]
+    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
+    return [float(lo), float(hi)]
