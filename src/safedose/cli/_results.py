@@ -26,6 +26,7 @@ def recommend_command(
         "--target",
         help="YAML or JSON target, inline or a file (default: the config's), e.g. '{harmful_compliance: {max: 0.05}}'",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the recommendation as a JSON object."),
 ) -> None:
     """The smallest dose that meets a target, from a finished run: writes results/recommendation.json and the report."""
     from safedose.recommend import parse_target
@@ -35,7 +36,10 @@ def recommend_command(
     goal = parse_target(target) if target is not None else None
     read_metrics(open_run(run_dir))
     report = write_report(run_dir, target=goal)
-    _output.console.print(escape(load_recommendation(run_dir).text), soft_wrap=True)
-    _output.console.print(
-        f"wrote {escape(str(recommendation_path(run_dir)))} and {escape(str(report))}", soft_wrap=True
-    )
+    recommendation = load_recommendation(run_dir)
+    if as_json:
+        _output.print_json({"recommendation": recommendation.model_dump(mode="json"),
+                            "file": str(recommendation_path(run_dir)), "report": str(report)})  # fmt: skip
+        return
+    _output.say(recommendation.text)
+    _output.say(f"wrote {recommendation_path(run_dir)} and {report}")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from safedose.data._catalog import DATASETS, DataFile, DatasetSpec
 from safedose.errors import SafedoseError
-from safedose.files import sha256_file
+from safedose.files import honour_umask, sha256_file
 from safedose.paths import data_root
 
 
@@ -43,6 +43,7 @@ def _download(f: DataFile, target: Path, *, timeout: float) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
+        honour_umask(tmp)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(f.url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safedose.errors import SafedoseError
-from safedose.files import sha256_file
+from safedose.files import honour_umask, sha256_file
 from safedose.paths import cache_dir
 from safedose.registry import Registry
 
@@ -80,6 +80,7 @@ def prepare(name: str, *, force: bool = False) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
         try:
             _convert(model, staging)
+            honour_umask(staging)  # mkdtemp and safetensors make 0700 / 0600
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)

@@ -31,7 +31,7 @@ from torch import nn
 
 from safedose.data import load_instructions
 from safedose.errors import SafedoseError
-from safedose.files import atomic_open, sha256_file, write_json
+from safedose.files import atomic_open, honour_umask, sha256_file, write_json
 from safedose.train._config import WHOLE_MODEL_TYPES, TrainConfig, check_accelerate_config
 from safedose.train._data import IGNORE, Example, collate, length_grouped_batches, tokenize
 from safedose.train._fast import summed_cross_entropy, use_fast_lora_dropout, use_fp32_attention
@@ -230,6 +230,7 @@ def _train(config: TrainConfig, *, force: bool) -> TrainResult:
             staging = target.with_name(f".{target.name}.tmp")
             shutil.rmtree(staging, ignore_errors=True)
             peft_model.save_pretrained(staging)
+            honour_umask(staging)  # safetensors writes 0600
             target.mkdir(parents=True, exist_ok=True)
             for f in staging.iterdir():
                 os.replace(f, target / f.name)
