@@ -24,7 +24,7 @@ from safedose.export._merge import (
     resolve_base,
 )
 from safedose.export._vocab import read_vocab
-from safedose.files import write_json
+from safedose.files import honour_umask, write_json
 from safedose.generate import Adapter
 
 RECORD = "safedose-export.json"
@@ -209,8 +209,10 @@ def _staging(merged: Path | None, gguf: Path | None) -> Iterator[tuple[Path | No
             made.append(gguf_tmp)
         yield merged_tmp, gguf_tmp
         if merged is not None and merged_tmp is not None:
+            honour_umask(merged_tmp)  # mkdtemp and safetensors make 0700 / 0600
             _replace_dir(merged_tmp, merged)
         if gguf is not None and gguf_tmp is not None and not inside:
+            honour_umask(gguf_tmp)
             os.replace(gguf_tmp, gguf)
     finally:
         for path in made:
