@@ -101,13 +101,16 @@ def pooled_capability(rows: Sequence[MetricRow]) -> list[PooledRow]:
 
 def seed_note(seeds: Sequence[int]) -> str:
     """What the intervals cover, given the seeds that were run."""
+    across = ("The dose-trend test, the fitted curves and the recommended dose take the training cell (dose x seed) "
+              "as the unit, so their intervals include run-to-run variation where there are enough cells.")  # fmt: skip
     if len(seeds) <= 1:
         which = f" (seed {seeds[0]})" if seeds else ""
-        return (f"One seed{which} was run: every interval covers prompt variation only; seed variation (another "
-                "mix, another LoRA initialisation and data order) is not in these intervals.")  # fmt: skip
+        return (f"One seed{which} was run: each dose's rate and each dose-to-dose change has an interval over prompts "
+                "only; seed variation (another mix, another LoRA initialisation and data order) is not in them. "
+                f"{across}")  # fmt: skip
     return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): pooled per-dose estimates and pooled dose "
             "differences resample seeds and prompts (hierarchical bootstrap); per-cell intervals cover the prompts "
-            "of one seed only.")  # fmt: skip
+            f"of one seed only. {across}")  # fmt: skip
 
 
 def compute_metrics(
