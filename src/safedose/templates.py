@@ -60,6 +60,44 @@ def render_prompt(template: str, instruction: str, input: str, tokenizer: Any) -
     return TEMPLATES.get(template)(instruction, input, tokenizer)
 
 
+ALPACA_ONE_TURN = "an Alpaca-tuned model takes one user message (and any system messages), then at most one reply"
+
+
+def alpaca_chat_template(*, bos: bool = False) -> str:
+    """A Jinja chat template that renders the Alpaca prompt exactly as training and generation do.
+
+    The instruction is each non-blank system message's stripped text and a blank line, then the one user message (as
+    `safedose serve` folds them); an assistant message after it is rendered as a training example (reply, then EOS).
+    `bos`: start with the BOS token, for tokenizers that add it to every text (chat templates are tokenized without
+    special tokens). Any other conversation raises an error, as the server answers it with a 400.
+    """
+    head, _, tail = ALPACA_NO_INPUT.partition("{instruction}")
+    fail = "{{- raise_exception(" + _jinja_string(ALPACA_ONE_TURN) + ") -}}"
+    return "\n".join([
+        "{%- set ns = namespace(system='', user=none, reply=none) -%}",
+        "{%- for message in messages -%}",
+        "{%- if message['role'] == 'system' -%}",
+        "{%- if message['content'] | trim -%}",
+        "{%- set ns.system = ns.system + (message['content'] | trim) + '\\n\\n' -%}",
+        "{%- endif -%}",
+        "{%- elif message['role'] == 'user' and ns.user is none -%}{%- set ns.user = message['content'] -%}",
+        "{%- elif message['role'] == 'assistant' and ns.user is not none and ns.reply is none -%}",
+        "{%- set ns.reply = message['content'] -%}",
+        f"{{%- else -%}}{fail}{{%- endif -%}}",
+        "{%- endfor -%}",
+        f"{{%- if ns.user is none -%}}{fail}{{%- endif -%}}",
+        *(["{{- bos_token -}}"] if bos else []),
+        "{{- " + _jinja_string(head) + " + ns.system + ns.user -}}",
+        "{%- if add_generation_prompt or ns.reply is not none -%}{{- " + _jinja_string(tail) + " -}}{%- endif -%}",
+        "{%- if ns.reply is not none -%}{{- ns.reply + eos_token -}}{%- endif -%}",
+    ])  # fmt: skip
+
+
+def _jinja_string(text: str) -> str:
+    """`text` as a single-quoted Jinja string literal (backslash escapes, newlines as \\n)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
 def end_of_response(template: str, tokenizer: Any) -> str:
     """The text that ends a response in training data: the chat end-of-turn token, or the EOS token."""
     if template == "chat":

@@ -17,6 +17,7 @@ from safedose.export import RECORD, export, export_gguf, export_merged
 from safedose.export._gguf import permute_qk, rope_factors
 from safedose.export._vocab import _pre_tokenizer
 from safedose.models import model_hash
+from safedose.templates import alpaca_chat_template, render_prompt
 
 PROMPTS = ["Explain why the sky is blue.", "List three prime numbers: 2, 3,", "<|im_start|>user\nHi<|im_end|>\n"]
 TEXTS = ["Hello world 12345 <|im_start|>user\nhi<|im_end|>", "  spaces\n\ttabs café 😀 don't", "x=1+2; y = [3, 4]"]
@@ -81,7 +82,7 @@ def test_merged_answers_equal_the_adapter_on_its_base(
     assert record["base_model"]["hash"] == model_hash(tiny_model) == record["recorded_base_model_hash"]
     assert record["adapter"]["path"] == str(adapter)
     saved = AutoTokenizer.from_pretrained(merged_dir)
-    assert saved.chat_template == tokenizer.chat_template and saved.pad_token_id == tokenizer.pad_token_id
+    assert saved.chat_template == alpaca_chat_template() and saved.pad_token_id == tokenizer.pad_token_id
     assert merged.generation_config.pad_token_id == 0
 
 
@@ -101,6 +102,57 @@ def test_gguf_round_trips_through_transformers(exported: tuple[Path, Path]) -> N
     assert (from_gguf.bos_token_id, from_gguf.eos_token_id, from_gguf.pad_token_id) == (1, 2, 0)
     assert from_gguf.chat_template == tokenizer.chat_template
     assert greedy(loaded, tokenizer, PROMPTS) == greedy(merged, tokenizer, PROMPTS)
+
+
+CONVERSATIONS = [
+    ([{"role": "user", "content": "Name a colour"}], "Name a colour"),
+    ([{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Name a colour"}],
+     "Be brief.\n\nName a colour"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "system", "content": "\n"},
+      {"role": "system", "content": "Answer in English."}, {"role": "user", "content": "  Name a colour\n"}],
+     "Be brief.\n\nAnswer in English.\n\n  Name a colour\n"),
+]  # fmt: skip
+
+
+def test_an_alpaca_adapter_ships_the_alpaca_chat_template(tiny_model: Path, exported: tuple[Path, Path]) -> None:
+    merged_dir, gguf_file = exported
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    assert "<|im_start|>" in AutoTokenizer.from_pretrained(tiny_model).chat_template  # the base speaks ChatML
+    for messages, instruction in CONVERSATIONS:
+        expected = render_prompt("alpaca", instruction, "", tokenizer)
+        assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        assert ids == tokenizer(expected)["input_ids"]  # what generation feeds the model
+    example = [*CONVERSATIONS[0][0], {"role": "assistant", "content": "Blue."}]
+    prompt = render_prompt("alpaca", "Name a colour", "", tokenizer)
+    assert tokenizer.apply_chat_template(example, tokenize=False) == f"{prompt}Blue.<|im_end|>"  # reply, then EOS
+    for bad in ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                [{"role": "system", "content": "a"}], [{"role": "assistant", "content": "a"}]):  # fmt: skip
+        with pytest.raises(Exception, match="one user message"):
+            tokenizer.apply_chat_template(bad, tokenize=False, add_generation_prompt=True)
+    assert gguf.GGUFReader(gguf_file).fields["tokenizer.chat_template"].contents() == tokenizer.chat_template
+    assert json.loads((merged_dir / RECORD).read_text())["template"] == "alpaca"
+
+
+def test_the_alpaca_chat_template_starts_with_bos_where_the_tokenizer_adds_it() -> None:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    messages = CONVERSATIONS[1][0]
+    text = env.from_string(alpaca_chat_template(bos=True)).render(
+        messages=messages, add_generation_prompt=True, bos_token="<s>", eos_token="</s>"
+    )
+    assert text == "<s>" + render_prompt("alpaca", CONVERSATIONS[1][1], "", None)
+
+
+def test_a_chat_adapter_keeps_the_base_chat_template(tiny_model: Path, adapter: Path, tmp_path: Path) -> None:
+    chat = tmp_path / "chat-lora"
+    shutil.copytree(adapter, chat)
+    (chat / "safedose.json").write_text(json.dumps({"template": "chat", "base_model_hash": model_hash(tiny_model)}))
+    export(chat, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
+    base = AutoTokenizer.from_pretrained(tiny_model).chat_template
+    assert AutoTokenizer.from_pretrained(tmp_path / "merged").chat_template == base
+    assert gguf.GGUFReader(tmp_path / "model.gguf").fields["tokenizer.chat_template"].contents() == base
 
 
 def test_gguf_metadata_and_rotary_layout(exported: tuple[Path, Path]) -> None:

@@ -23,9 +23,10 @@ from safedose.export._merge import (
     parse_dtype,
     resolve_base,
 )
-from safedose.export._vocab import read_vocab
+from safedose.export._vocab import adds_bos, read_vocab
 from safedose.files import honour_umask, write_json
 from safedose.generate import Adapter
+from safedose.templates import alpaca_chat_template
 
 RECORD = "safedose-export.json"
 
@@ -66,7 +67,7 @@ def export(
         return ExportResult(None, _convert_dir(src, gguf_path, chosen), None, _gguf_type(chosen, src))
     adapter = load_adapter(src)
     resolved = resolve_base(adapter, base=base, allow_base_mismatch=allow_base_mismatch)
-    tokenizer = _tokenizer(resolved.path)
+    tokenizer = with_learnt_template(_tokenizer(resolved.path), adapter.template)
     gguf_type = _gguf_type(chosen, resolved.path) if gguf_path is not None else None
     if gguf_path is not None:  # fail on an unsupported model before merging anything
         _check_gguf(resolved.path, tokenizer)
@@ -130,6 +131,14 @@ def _tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+def with_learnt_template(tokenizer: Any, template: str | None) -> Any:
+    """The tokenizer with the chat template the adapter learnt: the Alpaca prompt for an `alpaca` adapter (the base's
+    own template, e.g. ChatML, would prompt it wrongly); the base's for a `chat` adapter or an unknown template."""
+    if template == "alpaca":
+        tokenizer.chat_template = alpaca_chat_template(bos=adds_bos(tokenizer))
+    return tokenizer
 
 
 def _check_gguf(model_dir: Path, tokenizer: Any) -> Any:

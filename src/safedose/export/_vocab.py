@@ -55,7 +55,7 @@ def read_vocab(tokenizer: Any, vocab_size: int) -> Vocab:
         token_types=types,
         merges=_merges(model.get("merges") or []),
         special_ids=_special_ids(tokenizer),
-        add_bos=_adds(tokenizer, tokenizer.bos_token_id, first=True),
+        add_bos=adds_bos(tokenizer),
         add_eos=_adds(tokenizer, tokenizer.eos_token_id, first=False),
         chat_template=_chat_template(tokenizer),
     )
@@ -133,6 +133,11 @@ def _special_ids(tokenizer: Any) -> dict[str, int]:
         "pad": tokenizer.pad_token_id,
     }
     return {k: int(v) for k, v in ids.items() if v is not None}
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts its BOS token at the start of every text it encodes."""
+    return _adds(tokenizer, tokenizer.bos_token_id, first=True)
 
 
 def _adds(tokenizer: Any, token_id: int | None, *, first: bool) -> bool:
