@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -103,3 +104,20 @@ def test_a_missing_data_file_is_no_such_file(cli, tmp_path: Path) -> None:  # ty
     assert (shown.code, shown.err) == (2, "error: nofile.jsonl: no such file\n")
     typo = cli("data", "show", "dolly15k")
     assert typo.code == 2 and "unknown dataset 'dolly15k'; did you mean 'dolly-15k'?" in typo.err
+
+
+def test_model_loads_are_quiet_by_default_and_verbose_with_v(tiny_model: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "p1", "prompt": "Explain the tides."}) + "\n")
+    args = ["generate", "--model", str(tiny_model), "--eval-set", str(prompts), "--max-new-tokens", "2", "--dtype",
+            "fp32"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE", "TRANSFORMERS_", "PYTHONWARN"))}
+    quiet = subprocess.run([SAFEDOSE, *args, "--out", str(tmp_path / "q.jsonl"), "--cache", str(tmp_path / "q.db")],
+                           capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert "Loading weights" not in quiet.stderr + quiet.stdout and "Warning" not in quiet.stderr
+    assert quiet.stdout.strip().splitlines()[-1] == f"wrote 1 rows to {tmp_path / 'q.jsonl'}"
+    loud = [SAFEDOSE, "-v", *args, "--out", str(tmp_path / "v.jsonl"), "--cache", str(tmp_path / "v.db")]
+    verbose = subprocess.run(loud, capture_output=True, text=True, timeout=300, env=env)
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert "Loading weights" in verbose.stderr + verbose.stdout
