@@ -159,6 +159,7 @@ def test_sweep_and_recommend_print_json(cli, clean_tiny_run: Path, tmp_path: Pat
     assert result["run_dir"] == str(copy) and result["report"] == str(copy / "report" / "index.html")
     assert result["metrics"] == json.loads((copy / "results" / "metrics.json").read_text())
     assert result["headline"] == result["metrics"]["headline"] and "[1/" in proc.stderr
+    assert "ETA" not in proc.stderr  # no extrapolated ETA; the dry run estimates from measured timings
     rec = cli("recommend", copy, "--target", "{harmful_compliance: {max: 0.5}}", "--json")
     assert rec.code == 0, rec.err
     data = json.loads(rec.out)
