@@ -13,6 +13,7 @@ EXPECTED_ROWS = {
     "xstest-gpt4-labels": 1350,
     "advbench": 520, "harmbench": 400, "strongreject": 313, "malicious-instruct": 100, "jailbreakbench": 100,
     "tdc2023": 100, "hh-rlhf-harmless": 1800, "openai-moderation": 1300, "gptfuzz-responses": 7800, "alpaca-eval": 805,
+    "gptfuzz-templates": 77, "jailbreakbench-attacks": 637,
 }  # fmt: skip
 
 

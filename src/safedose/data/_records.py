@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Kind = Literal["base", "safety", "eval-unsafe", "eval-safe", "labelled", "benchmark"]
+Kind = Literal["base", "safety", "eval-unsafe", "eval-safe", "labelled", "benchmark", "attack"]
 
 
 class InstructionRecord(BaseModel):

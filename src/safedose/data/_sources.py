@@ -114,7 +114,7 @@ def load_any(spec: DatasetSpec) -> list[Any]:
     """Load a registered dataset with the loader its kind calls for."""
     if spec.kind in ("base", "safety"):
         return load_instructions(spec.name)
-    if spec.kind == "labelled":
+    if spec.kind in ("labelled", "attack"):
         return load_raw(spec.name)
     return load_eval_prompts(spec.name)
 
