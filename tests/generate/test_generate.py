@@ -48,6 +48,9 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_model: Path) -> No
                       decoding=FP32.model_copy(update={"batch_size": 1}))  # fmt: skip
     assert responses(batched) == responses(single)
     assert all(r.n_tokens and r.n_tokens <= 12 for r in batched)
+    half = generate(str(tiny_model), [], ps[:2], template="alpaca", progress=False,
+                    decoding=FP32.model_copy(update={"dtype": "bf16"}))  # fmt: skip
+    assert {r.dtype for r in batched} == {"fp32"} and {r.dtype for r in half} == {"bf16"}
 
 
 def test_beams_and_sampling_run_and_are_reproducible(tiny_model: Path) -> None:
@@ -134,6 +137,7 @@ def test_cli_writes_rows_and_rejects_bad_input(
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and {r["adapter"] for r in rows} == {None, "a"}
     assert {"id", "eval_set", "prompt", "response", "model", "adapter"} <= set(rows[0])
+    assert {r["dtype"] for r in rows} == {"fp32"}  # the precision every answer was generated in
     bad = cli("generate", "--model", tiny_model, "--adapter", tmp_path, "--eval-set", prompts_file, "--out",
               tmp_path / "x.jsonl")  # fmt: skip
     assert bad.code == 2 and "not a PEFT adapter directory" in bad.err

@@ -72,3 +72,4 @@ def test_a_failed_request_keeps_the_answers_that_arrived_and_a_rerun_sends_only_
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(30)]
     assert [r["response"] for r in rows] == [f"answer: {t}" for t in texts]
+    assert {r["dtype"] for r in rows} == {None}  # an endpoint's precision is not known here

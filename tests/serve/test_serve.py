@@ -1,16 +1,19 @@
 import json
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
-from safedose.generate import Decoding, OpenAISettings, generate
+from safedose.generate import Decoding, OpenAISettings, generate, load_adapter_info
 from safedose.generate._openai import post_json
-from safedose.serve._app import Message, RequestError, fold_system
+from safedose.generate._settings import evaluated_dtype, fastest_request_dtype
+from safedose.serve._app import Message, RequestError, Server, fold_system, serving_dtype
 from safedose.templates import ALPACA_NO_INPUT
 from tests.conftest import serve_process
 
@@ -146,3 +149,47 @@ def test_client_retries_on_429_and_5xx_then_gives_up() -> None:
         pytest.raises(SafedoseError, match="HTTP 401: bad key"),
     ):
         post_json(client, settings, "/completions", {})
+
+
+def in_run(adapter: Path, run: Path, dtype: str, *, backend: str = "hf") -> Path:
+    """A copy of `adapter` as a sweep's cell in `run`, whose manifest says its answers were generated in `dtype`."""
+    cell = run / "adapters" / f"n8-s0-instruction-{dtype}"
+    shutil.copytree(adapter, cell)
+    manifest = {"config": {"backend": backend}, "generation_dtype": dtype,
+                "cells": {"n8-s0-instruction": {"dose": 8, "adapter": str(cell.relative_to(run))}}}  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return cell
+
+
+def test_the_evaluated_dtype_is_read_from_the_run_that_holds_the_adapter(
+    tiny_adapters: list[Path], tmp_path: Path
+) -> None:
+    cell = in_run(tiny_adapters[0], tmp_path / "run", "bf16")
+    assert evaluated_dtype(load_adapter_info(cell)) == "bf16"
+    assert evaluated_dtype(load_adapter_info(f"x={cell}")) == "bf16"
+    assert evaluated_dtype(load_adapter_info(tiny_adapters[0])) is None  # not in a run
+    stray = cell.parent / "unlisted"
+    shutil.copytree(tiny_adapters[0], stray)
+    assert evaluated_dtype(load_adapter_info(stray)) is None  # in the run's folder, not one of its cells
+    served = in_run(tiny_adapters[0], tmp_path / "served", "bf16", backend="openai")
+    assert evaluated_dtype(load_adapter_info(served)) is None  # answered by an endpoint: its precision is unknown
+
+
+def test_serve_defaults_to_the_study_dtype_and_auto_to_the_faster_one_on_cpu(
+    tiny_model: Path, tiny_adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert fastest_request_dtype() == "fp32"
+    cell = in_run(tiny_adapters[0], tmp_path / "run", "bf16")
+    studied = Server(str(tiny_model), [f"a0={cell}"])
+    assert studied.dtype == "bf16" and next(studied.model.parameters()).dtype == torch.bfloat16
+    assert "the study answered these adapters in" in studied.dtype_note and "--dtype auto" in studied.dtype_note
+    fast = Server(str(tiny_model), [f"a0={cell}"], dtype="auto")
+    assert fast.dtype == "fp32" and next(fast.model.parameters()).dtype == torch.float32
+    assert "--dtype bf16 reproduces" in fast.dtype_note
+    assert Server(str(tiny_model), [tiny_adapters[0]]).dtype == "fp32"  # no study: auto
+    assert Server(str(tiny_model), [f"a0={cell}"], dtype="fp16").dtype == "fp16"
+    other = in_run(tiny_adapters[1], tmp_path / "other", "fp16")
+    assert serving_dtype(None, [load_adapter_info(cell), load_adapter_info(other)])[0] == "fp32"  # they disagree
+    with pytest.raises(SafedoseError, match="dtype 'half'"):
+        serving_dtype("half", [])

@@ -37,6 +37,7 @@ class Generation(BaseModel):
     template: str
     backend: str
     n_tokens: int | None
+    dtype: str | None = Field(None, description="the precision it was generated in (hf, vllm); None for an endpoint")
     key: str = Field(description="the cache key of this answer")
 
 
@@ -94,6 +95,7 @@ def generate(
     hashes = {a.name: a.hash for a in infos}
     texts = [p.prompt if chosen == "server" else render_prompt(chosen, p.prompt, "", tokenizer) for p in prompts]
     key_of = decoding.key()
+    dtype = None if backend == "openai" else str(key_of["dtype"])
     parts = {"model": base_id, "template": chosen, "decoding": key_of, "backend": backend}
     if system is not None:
         parts["system"] = system
@@ -127,7 +129,7 @@ def generate(
         Generation(id=prompt.id, eval_set=prompt.eval_set, category=prompt.category,
                    expected_label=prompt.expected_label, prompt=prompt.prompt, response=done[job.key]["response"],
                    model=model, adapter=job.variant, template=chosen, backend=backend,
-                   n_tokens=done[job.key].get("n_tokens"), key=job.key)
+                   n_tokens=done[job.key].get("n_tokens"), dtype=dtype, key=job.key)
         for job, prompt in zip(jobs, list(prompts) * len(variants), strict=True)
     ]  # fmt: skip
 

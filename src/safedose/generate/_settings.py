@@ -72,6 +72,12 @@ def resolve_dtype(dtype: str) -> str:
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def fastest_request_dtype() -> str:
+    """The precision that answers a single request fastest: on GPUs the half precision `auto` resolves to; on CPUs
+    fp32 (bf16 decodes one prompt several times slower even with AVX-512 BF16; docs/performance.md)."""
+    return resolve_dtype("auto") if torch.cuda.is_available() else "fp32"
+
+
 @dataclass(frozen=True)
 class Adapter:
     """A LoRA adapter directory: its name in outputs, content hash and the template it was trained with."""
@@ -106,6 +112,24 @@ def load_adapter_info(spec: str | Path) -> Adapter:
             raise SafedoseError(f"{manifest}: malformed JSON: {e}") from None
         template, base_hash = info.get("template"), info.get("base_model_hash")
     return Adapter(name=name, path=path, hash=digest, template=template, base_model_hash=base_hash)
+
+
+def evaluated_dtype(adapter: Adapter) -> str | None:
+    """The precision a sweep generated this adapter's answers in, from the manifest of the run that holds it
+    (RUN/adapters/CELL/); None for an adapter outside a finished run or a run answered by an endpoint."""
+    path = adapter.path.expanduser().absolute()
+    run = path.parent.parent
+    try:
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or (manifest.get("config") or {}).get("backend", "hf") == "openai":
+        return None
+    cells = manifest.get("cells") or {}
+    if not any(isinstance(c, dict) and (run / str(c.get("adapter", ""))) == path for c in cells.values()):
+        return None
+    dtype = manifest.get("generation_dtype")
+    return str(dtype) if dtype in TORCH_DTYPES else None
 
 
 def choose_template(adapters: list[Adapter], template: str | None, *, allow_mismatch: bool, default: str) -> str:

@@ -39,6 +39,7 @@ class JudgedAnswer(BaseModel):
     variant: str = Field(description="the cell name, `base` or `base-chat`")
     adapter: str | None = None
     template: str
+    dtype: str | None = Field(None, description="the precision the answer was generated in (None: an endpoint)")
     dose: int | None = None
     seed: int | None = None
     format: str | None = None

@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.errors import SafedoseError
 from safedose.generate._hf import generate_batch, generation_kwargs, load_model, load_tokenizer, use_variant
-from safedose.generate._settings import Adapter, Decoding, load_adapter_info
+from safedose.generate._settings import (
+    TORCH_DTYPES,
+    Adapter,
+    Decoding,
+    evaluated_dtype,
+    fastest_request_dtype,
+    load_adapter_info,
+)
 from safedose.templates import render_prompt
 
 
@@ -78,6 +85,31 @@ def fold_system(model: str, template: str, messages: list[Message]) -> str:
     return "\n\n".join([*system, turns[0].content])
 
 
+def serving_dtype(dtype: str | None, adapters: Sequence[Adapter]) -> tuple[str, str]:
+    """The precision to serve in, and a line saying why and which one reproduces the study's answers.
+
+    None: the precision the sweep answered these adapters in (their run's manifest), so the served answers are the
+    report's; else as `auto`. `auto`: the fastest for single requests (fp32 on CPUs; `fastest_request_dtype`).
+    """
+    if dtype is not None and dtype != "auto":
+        if dtype not in TORCH_DTYPES:
+            raise SafedoseError(f"dtype {dtype!r}: choose auto, {', '.join(TORCH_DTYPES)}")
+        return dtype, ""
+    studied = {a.name: d for a in adapters if (d := evaluated_dtype(a))}
+    fast = fastest_request_dtype()
+    if dtype is None and len(set(studied.values())) == 1:
+        (chosen,) = set(studied.values())
+        faster = f"; --dtype auto serves faster ({fast}) with other answers" if chosen != fast else ""
+        return chosen, f"dtype {chosen}: the precision the study answered these adapters in{faster}"
+    if len(set(studied.values())) > 1:
+        listed = ", ".join(f"{n} {d}" for n, d in studied.items())
+        return fast, f"dtype {fast}: the adapters were evaluated in different precisions ({listed})"
+    other = sorted(set(studied.values()) - {fast})
+    if other:
+        return fast, f"dtype {fast} (fastest here); the study answered in {other[0]}: --dtype {other[0]} reproduces it"
+    return fast, f"dtype {fast}"
+
+
 @dataclass
 class _Work:
     variant: str | None
@@ -97,11 +129,12 @@ class Server:
         adapters: Sequence[str | Path] = (),
         *,
         template: str | None = None,
-        dtype: str = "auto",
+        dtype: str | None = None,
         max_batch_size: int = 16,
         max_tokens: int = 256,
         name: str | None = None,
     ) -> None:
+        """`dtype` None: the precision the study evaluated the adapters in, else `auto` (see `serving_dtype`)."""
         from safedose.models import resolve_model
 
         model_dir = resolve_model(model)
@@ -116,7 +149,8 @@ class Server:
         default = "chat" if getattr(self.tokenizer, "chat_template", None) else "alpaca"
         self.templates = {self.name: template or default}
         self.templates.update({n: a.template or template or default for n, a in self.adapters.items()})
-        self.model = load_model(model_dir, list(self.adapters.values()), dtype)
+        self.dtype, self.dtype_note = serving_dtype(dtype, list(self.adapters.values()))
+        self.model = load_model(model_dir, list(self.adapters.values()), self.dtype)
         self.max_batch_size, self.max_tokens = max_batch_size, max_tokens
         self._queue: queue.Queue[_Work] = queue.Queue()
         threading.Thread(target=self._worker, daemon=True, name="safedose-generate").start()
@@ -318,14 +352,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     template: str | None = None,
-    dtype: str = "auto",
+    dtype: str | None = None,
     max_batch_size: int = 16,
     max_tokens: int = 256,
 ) -> None:
-    """Load the model and serve it until interrupted."""
+    """Load the model and serve it until interrupted; `dtype` as for `Server`."""
     import uvicorn
 
     server = Server(model, adapters, template=template, dtype=dtype, max_batch_size=max_batch_size,
                     max_tokens=max_tokens)  # fmt: skip
     print(f"serving {', '.join([server.name, *server.adapters])} on http://{host}:{port}/v1", flush=True)
+    print(server.dtype_note, flush=True)
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
