@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safedose.attacks import AttackedPrompt, AttackInfo
 from safedose.cache import Cache, cache_key
 from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
@@ -39,6 +40,7 @@ class Generation(BaseModel):
     n_tokens: int | None
     dtype: str | None = Field(None, description="the precision it was generated in (hf, vllm); None for an endpoint")
     key: str = Field(description="the cache key of this answer")
+    attack: AttackInfo | None = Field(None, description="the attack behind an attacked prompt (None: the plain one)")
 
 
 def generate(
@@ -94,12 +96,17 @@ def generate(
         chosen = choose_template(infos, template, allow_mismatch=allow_template_mismatch, default=default)
     hashes = {a.name: a.hash for a in infos}
     texts = [p.prompt if chosen == "server" else render_prompt(chosen, p.prompt, "", tokenizer) for p in prompts]
+    if backend == "openai" and any(isinstance(p, AttackedPrompt) and p.attack.prefill_target for p in prompts):
+        raise SafedoseError("a prefilled answer needs token-level control of the prompt: use the hf or vllm backend")
+    prefills = [prefill_ids(p, tokenizer) for p in prompts]
+    attacks = [_attack_parts(p, ids) for p, ids in zip(prompts, prefills, strict=True)]
     key_of = decoding.key()
     dtype = None if backend == "openai" else str(key_of["dtype"])
     parts = {"model": base_id, "template": chosen, "decoding": key_of, "backend": backend}
     if system is not None:
         parts["system"] = system
-    jobs = [Job(cache_key(**parts, adapter=hashes.get(v or ""), prompt=t), v, t) for v in variants for t in texts]
+    jobs = [Job(cache_key(**parts, **extra, adapter=hashes.get(v or ""), prompt=t), v, t, ids)
+            for v in variants for t, extra, ids in zip(texts, attacks, prefills, strict=True)]  # fmt: skip
     store = cache if isinstance(cache, Cache) else Cache(cache) if cache else None
     done: dict[str, dict[str, Any]] = store.get_many(TABLE, [j.key for j in jobs]) if store else {}
     todo = list({j.key: j for j in jobs if j.key not in done}.values())
@@ -129,9 +136,35 @@ def generate(
         Generation(id=prompt.id, eval_set=prompt.eval_set, category=prompt.category,
                    expected_label=prompt.expected_label, prompt=prompt.prompt, response=done[job.key]["response"],
                    model=model, adapter=job.variant, template=chosen, backend=backend,
-                   n_tokens=done[job.key].get("n_tokens"), dtype=dtype, key=job.key)
+                   n_tokens=done[job.key].get("n_tokens"), dtype=dtype, key=job.key,
+                   attack=_attack_info(prompt, job.prefill, tokenizer))
         for job, prompt in zip(jobs, list(prompts) * len(variants), strict=True)
     ]  # fmt: skip
+
+
+def prefill_ids(prompt: EvalPrompt, tokenizer: Any) -> tuple[int, ...]:
+    """The token ids a prefilled answer starts with: the attack's target tokenised as a trained answer is (no special
+    tokens), cut to its first k tokens; () for any other prompt."""
+    info = prompt.attack if isinstance(prompt, AttackedPrompt) else None
+    if info is None or info.prefill_target is None:
+        return ()
+    ids = tokenizer(info.prefill_target, add_special_tokens=False)["input_ids"]
+    return tuple(ids[: info.prefill_tokens] if info.prefill_tokens else ids)
+
+
+def _attack_parts(prompt: EvalPrompt, prefill: tuple[int, ...]) -> dict[str, Any]:
+    """What an attack adds to a cache key (nothing for a plain prompt, so plain keys never change)."""
+    if not isinstance(prompt, AttackedPrompt):
+        return {}
+    return {"attack": prompt.attack.id, **({"prefill": list(prefill)} if prefill else {})}
+
+
+def _attack_info(prompt: EvalPrompt, prefill: tuple[int, ...], tokenizer: Any) -> AttackInfo | None:
+    if not isinstance(prompt, AttackedPrompt):
+        return None
+    if not prefill:
+        return prompt.attack
+    return prompt.attack.model_copy(update={"prefill": tokenizer.decode(list(prefill), skip_special_tokens=True)})
 
 
 def check_base_model(adapters: Sequence[Adapter], base_id: str, model: str) -> None:

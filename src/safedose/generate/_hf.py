@@ -15,11 +15,19 @@ from safedose.generate._settings import TORCH_DTYPES, Adapter, Decoding, merges_
 
 
 class Job(NamedTuple):
-    """One prompt to complete with one variant (`None` = the base model without adapters)."""
+    """One prompt to complete with one variant (`None` = the base model without adapters). `prefill`: token ids the
+    answer starts with, placed after the prompt's ids (a prefilled answer); the model continues from them."""
 
     key: str
     variant: str | None
     text: str
+    prefill: tuple[int, ...] = ()
+
+
+def prompt_token_ids(tokenizer: Any, text: str, prefill: Sequence[int], *, add_special_tokens: bool) -> list[int]:
+    """The ids a job's prompt is generated from: the rendered prompt tokenised as training tokenises it, then the
+    prefill's ids, so the prefix starts exactly where a trained answer starts (no token merges across the two)."""
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]) + list(prefill)
 
 
 Done = Callable[[dict[str, dict[str, Any]]], None]
@@ -186,20 +194,34 @@ def generation_kwargs(model: Any, tokenizer: Any, decoding: Decoding) -> dict[st
 
 
 def generate_batch(
-    model: Any, tokenizer: Any, texts: Sequence[str], decoding: Decoding, *, add_special_tokens: bool
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    decoding: Decoding,
+    *,
+    add_special_tokens: bool,
+    prefills: Sequence[Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Complete a batch of already-templated prompts (left-padded)."""
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    """Complete a batch of already-templated prompts (left-padded). With `prefills`, each answer starts with its
+    prefill's ids (`prompt_token_ids`); the response is the prefill and the continuation decoded together, and
+    `n_tokens` counts the continuation only."""
+    starts = [list(p) for p in prefills] if prefills is not None else [[] for _ in texts]
+    if any(starts):
+        ids = [prompt_token_ids(tokenizer, t, s, add_special_tokens=add_special_tokens)
+               for t, s in zip(texts, starts, strict=True)]  # fmt: skip
+        enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+    else:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
     enc = enc.to(model.device)
     with torch.inference_mode():
         out = model.generate(**enc, **generation_kwargs(model, tokenizer, decoding))
     new = out[:, enc["input_ids"].shape[1] :]
     results = []
-    for row in new.tolist():
+    for row, start in zip(new.tolist(), starts, strict=True):
         n = len(row)
         while n and row[n - 1] == tokenizer.pad_token_id:
             n -= 1
-        text = tokenizer.decode(row[:n], skip_special_tokens=True)
+        text = tokenizer.decode(start + row[:n], skip_special_tokens=True)
         results.append({"response": truncate_at_stop(text, decoding.stop), "n_tokens": n})
     return results
 
@@ -232,7 +254,8 @@ def run_hf(
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, adapters, decoding.dtype)
-    lengths = {j.key: len(tokenizer(j.text, add_special_tokens=add_special_tokens)["input_ids"]) for j in jobs}
+    lengths = {j.key: len(tokenizer(j.text, add_special_tokens=add_special_tokens)["input_ids"]) + len(j.prefill)
+               for j in jobs}  # fmt: skip
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(TextColumn("generate"), *columns, disable=not progress) as bar:
         task = bar.add_task("generate", total=len(jobs), info="")
@@ -247,8 +270,9 @@ def run_hf(
                     chunk = todo[i : i + batch_size]
                     try:
                         texts = [j.text for j in chunk]
+                        prefills = [j.prefill for j in chunk] if any(j.prefill for j in chunk) else None
                         results = generate_batch(
-                            model, tokenizer, texts, decoding, add_special_tokens=add_special_tokens
+                            model, tokenizer, texts, decoding, add_special_tokens=add_special_tokens, prefills=prefills
                         )
                     except (RuntimeError, torch.OutOfMemoryError) as e:
                         if not _is_oom(e) or batch_size == 1:

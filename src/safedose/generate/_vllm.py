@@ -76,11 +76,14 @@ def run_vllm(
         for variant in dict.fromkeys(j.variant for j in jobs):
             todo = [j for j in jobs if j.variant == variant]
             lora = requests[variant] if variant is not None else None
-            prompts = [{"prompt_token_ids": prompt_ids(tokenizer, j.text, add_special_tokens)} for j in todo]
+            prompts = [{"prompt_token_ids": prompt_ids(tokenizer, j.text, add_special_tokens) + list(j.prefill)}
+                       for j in todo]  # fmt: skip
             outputs = llm.generate(prompts, params, lora_request=lora)
             results = {}
             for job, output in zip(todo, outputs, strict=True):
                 text, ids = output.outputs[0].text, output.outputs[0].token_ids
+                if job.prefill:  # the answer is the prefill and its continuation, decoded together
+                    text = tokenizer.decode(list(job.prefill) + list(ids), skip_special_tokens=True)
                 results[job.key] = {"response": truncate_at_stop(text, decoding.stop), "n_tokens": len(ids)}
             on_done(results)
     finally:
