@@ -67,3 +67,17 @@ def test_the_report_shows_agreement_judges_against_humans_and_corrected_rates(ru
     assert re.search(r"judge 0\.\d\d → corrected 0\.\d\d \[0\.\d\d, [01]\.\d\d\]", section)
     assert "dose 150" in section and "audited here" in section
     assert "<b>x</b>" not in html
+
+
+def test_the_serve_command_passes_url_to_the_app(run_dir: Path, cli: Any, monkeypatch: Any) -> None:
+    import safedose.annotate
+
+    seen: dict[str, Any] = {}
+
+    def fake_annotate(run: Path, spec: SampleSpec | None = None, **options: Any) -> None:
+        seen.update(options, run=run)
+
+    monkeypatch.setattr(safedose.annotate, "annotate", fake_annotate)
+    result = cli("annotate", run_dir, "--host", "0.0.0.0", "--url", "https://labels.example.org")
+    assert result.code == 0, result.err
+    assert (seen["run"], seen["host"], seen["url"]) == (run_dir, "0.0.0.0", "https://labels.example.org")

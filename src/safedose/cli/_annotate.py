@@ -25,7 +25,12 @@ def annotate_command(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; another one exposes the app to the network."),
     port: int = typer.Option(8765),
     open_admin: bool = typer.Option(False, "--open-admin", help="Summary page without a token (loopback only)."),
-    url: str | None = typer.Option(None, help="invite: the app's address (default: where it last ran)."),
+    url: str | None = typer.Option(
+        None,
+        help="The app's address in the links, e.g. an HTTPS proxy in front of it "
+        "(default: the bound host, or this machine's name for 0.0.0.0); invite: where it "
+        "last ran.",
+    ),
     new_token: bool = typer.Option(False, "--new-token", help="invite: a new link for someone already invited."),
     format: str = typer.Option("jsonl", "--format", help="export: jsonl, label-studio or label-studio-config."),
     out: Path | None = typer.Option(None, "--out", help="export: the file to write."),
@@ -38,7 +43,7 @@ def annotate_command(
         if rest:
             raise SafedoseError(f"annotate: unexpected {' '.join(rest)!r}; actions: {', '.join(ANNOTATE_ACTIONS)}")
         ann.annotate(Path(first), ann.sample_spec(per_cell, overlap, seed), host=host, port=port,
-                     open_admin=open_admin)  # fmt: skip
+                     open_admin=open_admin, url=url)  # fmt: skip
         return
     wanted = ANNOTATE_ACTIONS[first]
     if len(rest or []) != len(wanted):
