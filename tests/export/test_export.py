@@ -339,3 +339,19 @@ def test_existing_outputs_need_force(cli, adapter: Path, tmp_path: Path) -> None
     assert cli("export", adapter, "--merged", tmp_path / "merged", "--force").code == 0
     assert not (tmp_path / "merged" / "old.txt").exists() and (tmp_path / "merged" / RECORD).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "model.gguf"]
+
+
+def test_export_says_which_way_gives_the_study_answers(adapter: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cell = run / "adapters" / "n8-s0-instruction-abc"
+    shutil.copytree(adapter, cell)
+    manifest = {"config": {"backend": "hf"}, "generation_dtype": "bf16",
+                "cells": {"n8-s0-instruction": {"dose": 8, "adapter": "adapters/n8-s0-instruction-abc"}}}  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = export(cell, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
+    assert result.merged_dtype == "fp32" and result.evaluated_dtype == "bf16"
+    assert result.note is not None and f"--adapter {cell}" in result.note and "(dtype bf16)" in result.note
+    assert json.loads((tmp_path / "merged" / RECORD).read_text())["evaluated_dtype"] == "bf16"
+    assert gguf.GGUFReader(tmp_path / "model.gguf").fields["safedose.evaluated_dtype"].contents() == "bf16"
+    alone = export(adapter, merged=tmp_path / "alone")  # outside a run: nothing to say
+    assert alone.evaluated_dtype is None and alone.note is None

@@ -183,10 +183,12 @@ def test_serve_defaults_to_the_study_dtype_and_auto_to_the_faster_one_on_cpu(
     cell = in_run(tiny_adapters[0], tmp_path / "run", "bf16")
     studied = Server(str(tiny_model), [f"a0={cell}"])
     assert studied.dtype == "bf16" and next(studied.model.parameters()).dtype == torch.bfloat16
-    assert "the study answered these adapters in" in studied.dtype_note and "--dtype auto" in studied.dtype_note
+    assert "as the study answered" in studied.dtype_note and "--dtype auto is faster here (fp32)" in studied.dtype_note
     fast = Server(str(tiny_model), [f"a0={cell}"], dtype="auto")
     assert fast.dtype == "fp32" and next(fast.model.parameters()).dtype == torch.float32
-    assert "--dtype bf16 reproduces" in fast.dtype_note
+    assert "--dtype bf16 is closer" in fast.dtype_note
+    exact = Server(str(tiny_model), [f"a0={in_run(tiny_adapters[0], tmp_path / 'fp32', 'fp32')}"])
+    assert exact.dtype == "fp32" and "answers are the report's" in exact.dtype_note
     assert Server(str(tiny_model), [tiny_adapters[0]]).dtype == "fp32"  # no study: auto
     assert Server(str(tiny_model), [f"a0={cell}"], dtype="fp16").dtype == "fp16"
     other = in_run(tiny_adapters[1], tmp_path / "other", "fp16")

@@ -26,6 +26,7 @@ from safedose.export._merge import (
 from safedose.export._vocab import adds_bos, read_vocab
 from safedose.files import honour_umask, write_json
 from safedose.generate import Adapter
+from safedose.generate._settings import evaluated_dtype
 from safedose.templates import alpaca_chat_template
 
 RECORD = "safedose-export.json"
@@ -39,6 +40,8 @@ class ExportResult:
     gguf: Path | None
     merged_dtype: str | None
     gguf_type: GgufType | None
+    evaluated_dtype: str | None = None
+    note: str | None = None
 
 
 def export(
@@ -72,14 +75,18 @@ def export(
     if gguf_path is not None:  # fail on an unsupported model before merging anything
         _check_gguf(resolved.path, tokenizer)
     merged_dtype = (config_dtype(resolved.path) if chosen == "auto" else chosen) if merged_path is not None else None
+    evaluated = evaluated_dtype(adapter)
     model = merge(adapter, resolved)
     with _staging(merged_path, gguf_path) as (merged_tmp, gguf_tmp):
         if gguf_tmp is not None and gguf_type is not None:
+            extra = _gguf_record(adapter, resolved, evaluated)
             write_gguf(gguf_tmp, config=model.config, tokenizer=tokenizer, tensors=tensors_of_model(model),
-                       out=gguf_type, name=adapter.name, extra=_gguf_record(adapter, resolved))  # fmt: skip
+                       out=gguf_type, name=adapter.name, extra=extra)  # fmt: skip
         if merged_tmp is not None and merged_dtype is not None:
-            _save_merged(model, tokenizer, merged_tmp, dtype=merged_dtype, adapter=adapter, base=resolved)
-    return ExportResult(merged_path, gguf_path, merged_dtype, gguf_type)
+            _save_merged(model, tokenizer, merged_tmp, dtype=merged_dtype, adapter=adapter, base=resolved,
+                         evaluated=evaluated)  # fmt: skip
+    note = reproduction_note(adapter, resolved.spec, evaluated, merged_dtype)
+    return ExportResult(merged_path, gguf_path, merged_dtype, gguf_type, evaluated, note)
 
 
 def export_merged(
@@ -167,14 +174,32 @@ def _convert_dir(model_dir: Path, out: Path, dtype: ExportDtype) -> Path:
     return out
 
 
-def _gguf_record(adapter: Adapter, base: ResolvedBase) -> dict[str, str]:
+def reproduction_note(adapter: Adapter, base: str, evaluated: str | None, merged_dtype: str | None) -> str | None:
+    """Which way of running the adapter gives the answers its study reported (None: no study records them)."""
+    if evaluated is None:
+        return None
+    if evaluated == "fp32":
+        which = "this merged model" if merged_dtype == "fp32" else "a merged model exported with --dtype fp32"
+        return (f"the study answered in fp32, where greedy answers do not depend on the batch: {which} and "
+                f"`safedose serve --model {base} --adapter {adapter.path} --dtype fp32` give its answers")  # fmt: skip
+    return (
+        f"the study answered in {evaluated}, batched, with the adapter unmerged; {evaluated} answers depend on the "
+        "batch, so no merged or served model repeats them all (docs/export.md); a study with `decoding.dtype: fp32` "
+        "is repeated by an fp32 export"
+    )
+
+
+def _gguf_record(adapter: Adapter, base: ResolvedBase, evaluated: str | None) -> dict[str, str]:
     record = {"safedose.adapter_hash": adapter.hash, "safedose.base_model_hash": base.hash}
     if adapter.template:
         record["safedose.template"] = adapter.template
+    if evaluated:
+        record["safedose.evaluated_dtype"] = evaluated
     return record
 
 
-def _save_merged(model: Any, tokenizer: Any, out: Path, *, dtype: str, adapter: Adapter, base: ResolvedBase) -> None:
+def _save_merged(model: Any, tokenizer: Any, out: Path, *, dtype: str, adapter: Adapter, base: ResolvedBase,
+                 evaluated: str | None) -> None:  # fmt: skip
     import peft
     import torch
     import transformers
@@ -188,6 +213,7 @@ def _save_merged(model: Any, tokenizer: Any, out: Path, *, dtype: str, adapter: 
         "base_model": {"spec": base.spec, "path": str(base.path), "hash": base.hash},
         "recorded_base_model_hash": adapter.base_model_hash,
         "dtype": dtype,
+        "evaluated_dtype": evaluated,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
     write_json(out / RECORD, record)

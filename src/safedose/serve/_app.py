@@ -88,8 +88,9 @@ def fold_system(model: str, template: str, messages: list[Message]) -> str:
 def serving_dtype(dtype: str | None, adapters: Sequence[Adapter]) -> tuple[str, str]:
     """The precision to serve in, and a line saying why and which one reproduces the study's answers.
 
-    None: the precision the sweep answered these adapters in (their run's manifest), so the served answers are the
-    report's; else as `auto`. `auto`: the fastest for single requests (fp32 on CPUs; `fastest_request_dtype`).
+    None: the precision the sweep answered these adapters in (their run's manifest): the model the report measured
+    (in fp32 its very answers; bf16 answers also depend on the batch); else as `auto`. `auto`: the fastest for
+    single requests (fp32 on CPUs; `fastest_request_dtype`).
     """
     if dtype is not None and dtype != "auto":
         if dtype not in TORCH_DTYPES:
@@ -99,14 +100,17 @@ def serving_dtype(dtype: str | None, adapters: Sequence[Adapter]) -> tuple[str, 
     fast = fastest_request_dtype()
     if dtype is None and len(set(studied.values())) == 1:
         (chosen,) = set(studied.values())
-        faster = f"; --dtype auto serves faster ({fast}) with other answers" if chosen != fast else ""
-        return chosen, f"dtype {chosen}: the precision the study answered these adapters in{faster}"
+        if chosen == "fp32":
+            return chosen, "dtype fp32, as the study answered: greedy answers are the report's"
+        faster = f"; --dtype auto is faster here ({fast}), with more answers differing" if chosen != fast else ""
+        note = f"dtype {chosen}, as the study answered ({chosen} answers also depend on the batch: some differ)"
+        return chosen, note + faster
     if len(set(studied.values())) > 1:
         listed = ", ".join(f"{n} {d}" for n, d in studied.items())
         return fast, f"dtype {fast}: the adapters were evaluated in different precisions ({listed})"
     other = sorted(set(studied.values()) - {fast})
     if other:
-        return fast, f"dtype {fast} (fastest here); the study answered in {other[0]}: --dtype {other[0]} reproduces it"
+        return fast, f"dtype {fast} (fastest here); the study answered in {other[0]}: --dtype {other[0]} is closer"
     return fast, f"dtype {fast}"
 
 
