@@ -32,6 +32,13 @@ from safedose.evaluate._metrics import (
     pooled_metrics,
     pooled_name,
 )
+from safedose.evaluate._robustness import (
+    ROBUSTNESS_DEFINITIONS,
+    ROBUSTNESS_METRICS,
+    RobustnessRow,
+    prompt_outcomes,
+    robustness_rows,
+)
 
 __all__ = [
     "AGREEMENT_DEFINITION",
@@ -43,6 +50,8 @@ __all__ = [
     "INTERVALS",
     "METRICS",
     "REFUSAL_FIELD",
+    "ROBUSTNESS_DEFINITIONS",
+    "ROBUSTNESS_METRICS",
     "TREND_MODEL",
     "AgreementRow",
     "CrossFormat",
@@ -51,6 +60,7 @@ __all__ = [
     "FormatDifferenceRow",
     "MetricRow",
     "PooledRow",
+    "RobustnessRow",
     "TrendFit",
     "TrendRow",
     "answer_values",
@@ -64,4 +74,6 @@ __all__ = [
     "mean_token_nll",
     "pooled_metrics",
     "pooled_name",
+    "prompt_outcomes",
+    "robustness_rows",
 ]

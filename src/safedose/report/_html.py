@@ -38,6 +38,7 @@ from safedose.report._recommendation import (
     search_rows,
     write_recommendation,
 )
+from safedose.report._robustness import section as robustness_section
 from safedose.run import BASE, BASE_CHAT, JudgedAnswer, read_judged, read_manifest, report_dir
 
 TEMPLATE = """{% macro render_table(table) %}<table><tr><th>{{ table.corner }}</th>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -104,6 +105,17 @@ vertical-align:top;text-align:left} th{background:#f3f3f3} .figs{display:flex;fl
 {% for d in cross_format.differences %}<tr><td>{{ d.dose }}</td><td>{{ d.eval_set }}</td><td>{{ d.step }}</td><td>{{ d.seeds }}</td>
 <td>{{ d.text }}</td><td class="muted">{{ d.interval }}</td><td class="muted">{{ d.n }}</td></tr>{% endfor %}</table>
 <p class="caption">{{ cross_format.difference_caption }}</p>{% endif %}{% endif %}
+{% if robustness %}<h2>Robustness under attack</h2>
+{% for s in robustness.at_dose %}<p><b>{{ s }}</b></p>{% endfor %}
+<div class="figs">{% for fig in robustness.figures %}<figure><img alt="{{ fig.file }}" src="data:image/png;base64,{{ fig.data }}">
+<figcaption class="caption">{{ fig.caption }} ({{ fig.file }})</figcaption></figure>{% endfor %}</div>
+{% for table in robustness.tables %}<p><b>{{ table.title }}</b></p>
+<table><tr><th>variant</th><th>attack success [95% CI]</th><th>plain (same prompts)</th><th>change plain → attacked [95% CI]</th><th>harm judge rate [95% CI]</th><th>its change</th><th>prompts / answers</th></tr>
+{% for r in table.rows %}<tr><td>{{ r.label }}</td>{% for v in r.cells %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
+<ul>{% for role, text in table.judges.items() %}<li class="caption">{{ role }} judge: {{ text }}</li>{% endfor %}</ul>{% endfor %}
+<p class="caption">Rates: 95% Wilson interval over the prompts of one cell; changes: 95% Newcombe paired interval over the prompts with a label on both sides (same variant, same prompts, attacked minus plain). Curves over cells (the "at the dose" sentences):</p>
+<ul>{% for c in robustness.curves %}<li class="caption">{{ c.name }} on {{ c.eval_set }}: {{ c.why }}</li>{% endfor %}</ul>
+<details><summary>definitions</summary><ul>{% for d in robustness.definitions %}<li><b>{{ d.name }}</b>: {{ d.text }}</li>{% endfor %}</ul></details>{% endif %}
 {% if capability %}<h2>Capability: benchmarks and win-rate</h2>
 {% for n in capability.notes %}<p class="warn">{{ n }}</p>{% endfor %}
 <div class="figs">{% for fig in capability.figures %}<figure><img alt="{{ fig.file }}" src="data:image/png;base64,{{ fig.data }}">
@@ -863,6 +875,7 @@ def write_report(run: Path, *, target: Target | None = None) -> Path:
         category_tables=_category_tables(metrics, entries), judges=_judges(manifest, judged), audit=_human_audit(run),
         agreement=_agreement(metrics, base_label), cross_format=_cross_format(metrics.cross_format, base_label),
         capability=capability_section(run, metrics.benchmarks),
+        robustness=robustness_section(run, judged, rec, manifest, base_label),
         manifest_json=json.dumps(manifest, indent=2), answer_columns=[label for _, label in answer_columns],
         answers=_answers(judged, answer_columns), answers_seed=answers_seed,
     )  # fmt: skip

@@ -8,6 +8,8 @@ Layout of RUN/:
 - adapters/{cell}-{fingerprint}/: one LoRA adapter per cell, named by its fingerprint
 - cache.sqlite: finished generations, verdicts and capability values
 - results/judged.jsonl: every answer with every verdict (`JudgedAnswer` rows)
+- results/attacked.jsonl: every answer to an attacked prompt, the same rows with `attack` set (the `attacks` axis)
+- results/robustness.json: attack success by dose, paired with the plain answers
 - results/metrics.{json,csv}, results/recommendation.json, report/index.html
 """
 
@@ -39,6 +41,14 @@ def manifest_path(run: Path) -> Path:
 
 def judged_path(run: Path) -> Path:
     return results_dir(run) / "judged.jsonl"
+
+
+def attacked_path(run: Path) -> Path:
+    return results_dir(run) / "attacked.jsonl"
+
+
+def robustness_path(run: Path) -> Path:
+    return results_dir(run) / "robustness.json"
 
 
 def metrics_path(run: Path) -> Path:
@@ -78,8 +88,17 @@ def write_judged(run: Path, rows: list[JudgedAnswer]) -> None:
     write_jsonl(judged_path(run), (r.model_dump(mode="json") for r in rows))
 
 
-def read_judged(run: Path) -> list[JudgedAnswer]:
-    path = judged_path(run)
+def write_attacked(run: Path, rows: list[JudgedAnswer]) -> None:
+    write_jsonl(attacked_path(run), (r.model_dump(mode="json") for r in rows))
+
+
+def read_attacked(run: Path) -> list[JudgedAnswer]:
+    """The attacked answers of a run (none for a run without attacks)."""
+    return read_judged(run, attacked=True) if attacked_path(run).is_file() else []
+
+
+def read_judged(run: Path, *, attacked: bool = False) -> list[JudgedAnswer]:
+    path = attacked_path(run) if attacked else judged_path(run)
     if not path.is_file():
         raise SafedoseError(f"{run}: no {path.relative_to(run)}; run `safedose sweep` first")
     rows = []

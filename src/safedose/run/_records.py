@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safedose.attacks import AttackInfo
+
 # The untuned model, answered with the tuning template (`BASE`) and with its own chat template (`BASE_CHAT`).
 BASE = "base"
 BASE_CHAT = "base-chat"
@@ -45,6 +47,9 @@ class JudgedAnswer(BaseModel):
     format: str | None = None
     verdicts: dict[str, RoleVerdict] = Field(
         default_factory=dict, description="by role: refusal, strmatch, harm, moderation, guard"
+    )
+    attack: AttackInfo | None = Field(
+        None, description="an attacked answer's attack (its plain request in `attack.plain_prompt`); None: plain"
     )
 
     def label(self, role: str) -> str | None:

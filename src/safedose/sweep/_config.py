@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safedose.attacks import PLAIN, Attack, parse_attack
 from safedose.capability._settings import CapabilitySettings
 from safedose.config import NestedConfigError, read_config, validate_config
 from safedose.errors import SafedoseError
@@ -62,6 +63,15 @@ class Judges(BaseModel):
 ROLES = tuple(Judges.model_fields)
 
 
+class AttackEntry(BaseModel):
+    """One attack of the `attacks` axis and the harm sets it is asked on (default: every harm set it applies to)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attack: str = Field(description="an attack spec, e.g. `prefill:5`, `template:gptfuzz#3`, `refusal_suppression`")
+    sets: list[str] | None = Field(None, description="harm sets to attack; default: every one the attack applies to")
+
+
 class Search(BaseModel):
     """`sweep --search`: from the smallest and largest dose, add the dose that best narrows the recommended dose's
     interval until it is narrower than `max_width` or `budget` cells are spent."""
@@ -101,6 +111,10 @@ class SweepConfig(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     train: dict[str, Any] = Field(default_factory=dict)
     eval_sets: EvalSets
+    attacks: list[str | AttackEntry] = Field(
+        default_factory=lambda: [PLAIN],  # type: ignore[arg-type]
+        description="attacks on the harm sets' prompts; every attacked answer is paired with its plain answer",
+    )
     judges: Judges = Field(default_factory=Judges)
     decoding: Decoding = Field(default_factory=Decoding)
     backend: Literal["hf", "vllm", "openai"] = "hf"
@@ -158,6 +172,45 @@ class SweepConfig(BaseModel):
             except SafedoseError as e:
                 raise ValueError(str(e)) from None
         return self
+
+    @model_validator(mode="after")
+    def _attacks(self) -> SweepConfig:
+        names = [a if isinstance(a, str) else a.attack for a in self.attacks]
+        parsed = []
+        for name in names:
+            try:
+                parsed.append(parse_attack(name).name)
+            except SafedoseError as e:
+                raise ValueError(str(e)) from None
+        if len(set(parsed)) != len(parsed):
+            raise ValueError("an attack is listed twice")
+        for entry in self.attacks:
+            if isinstance(entry, AttackEntry):
+                for name in entry.sets or []:
+                    if name in self.eval_sets.over_refusal:
+                        raise ValueError(f"attack {entry.attack!r} on {name!r}: attacks apply to harm sets, and "
+                                         f"{name} is an over-refusal set")  # fmt: skip
+                    if name not in self.eval_sets.harm:
+                        raise ValueError(f"attack {entry.attack!r}: {name!r} is not one of eval_sets.harm "
+                                         f"({', '.join(self.eval_sets.harm)})")  # fmt: skip
+        return self
+
+    def attack_plan(self) -> list[tuple[Attack, list[str]]]:
+        """Every attack but `none` with the harm sets it is asked on, checked against them (one-line errors)."""
+        out = []
+        for entry in self.attacks:
+            spec, sets = (entry, None) if isinstance(entry, str) else (entry.attack, entry.sets)
+            attack = parse_attack(spec)
+            if attack.name == PLAIN:
+                continue
+            if sets is None:
+                sets = [s for s in self.eval_sets.harm if attack.applies_to(s)]
+                if not sets:
+                    attack.check_set(self.eval_sets.harm[0])  # says which set the attack needs
+            for name in sets:
+                attack.check_set(name)
+            out.append((attack, sets))
+        return out
 
     @property
     def run_dir(self) -> Path:

@@ -84,6 +84,11 @@ def check_names(config: SweepConfig) -> None:
                 raise SafedoseError(f"judges.{role}: {e}") from None
             if sep and not arg:
                 raise SafedoseError(f"judges.{role}: {name!r} needs an argument after the colon")
+    for attack, _ in config.attack_plan():
+        try:
+            attack.prepare()
+        except SafedoseError as e:
+            raise SafedoseError(f"attacks: {e}") from None
     try:
         local_model_dir(config.model)
     except SafedoseError as e:
@@ -304,6 +309,7 @@ def plan(config: SweepConfig) -> list[Step]:
     answered, same_report = _finished_variants(config, fingerprints)
     new = [c for c in cells if c.name not in answered]
     n_prompts = sum(min(config.eval_sets.limit or 10**9, _size(s)) for s in config.eval_sets.all_sets())
+    n_prompts += _attacked_prompts(config)
     n_variants = len(cells) + 2
     todo = len(new) + (0 if answered else 2)  # the untuned model's two variants go with the first run
     answers = n_prompts * todo
@@ -361,7 +367,7 @@ def _finished_variants(config: SweepConfig, fingerprints: dict[str, str]) -> tup
         return set(), False
     ignored = ("doses", "seeds", "formats", "target", "search", "executor", "ray", "output_dir", "name")
     now = config.model_dump(mode="json")
-    then = manifest.get("config") or {}
+    then = {"attacks": ["none"], **(manifest.get("config") or {})}  # runs from before the attacks axis had none
     if any(now.get(k) != then.get(k) for k in now if k not in ignored) or manifest.get("judges") != _revisions(config):
         return set(), False
     cells = manifest.get("cells") or {}
@@ -388,6 +394,17 @@ def _revisions(config: SweepConfig) -> dict[str, str] | None:
         else:
             return None
     return out
+
+
+def _attacked_prompts(config: SweepConfig) -> int:
+    """Attacked prompts per variant, at most (a transferred prompt that does not exist is not asked)."""
+    from safedose.attacks import TemplateAttack
+
+    total = 0
+    for attack, sets in config.attack_plan():
+        per_prompt = len(attack.chosen()) if isinstance(attack, TemplateAttack) else 1
+        total += per_prompt * sum(min(config.eval_sets.limit or 10**9, _size(s)) for s in sets)
+    return total
 
 
 def _size(name: str) -> int:

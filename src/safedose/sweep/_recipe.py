@@ -30,7 +30,17 @@ from safedose.data import (
 from safedose.data import test_file as base_test_file
 from safedose.files import sha256_file, write_json
 from safedose.generate import Generation
-from safedose.run import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
+from safedose.run import (
+    BASE,
+    BASE_CHAT,
+    JudgedAnswer,
+    RoleVerdict,
+    attacked_path,
+    manifest_path,
+    open_run,
+    write_attacked,
+    write_judged,
+)
 from safedose.run._layout import RUN_FILE
 from safedose.sweep._config import ROLES, Judges, SweepConfig
 from safedose.sweep._executor import Executor, make_executor
@@ -167,8 +177,9 @@ def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, con
     # tuning template (so untuned → dose 0 isolates tuning) and with its own chat template.
     steps.start("generate")
     prompts, sampling = _eval_prompts(config)
+    attacked, sampling["attacks"] = _attacked_prompts(config, prompts)
     started = time.perf_counter()
-    calls = [(task_config, {c.name: paths[c.name] for c in g}, g is groups[0], prompts) for g in groups]
+    calls = [(task_config, {c.name: paths[c.name] for c in g}, g is groups[0], [*prompts, *attacked]) for g in groups]
     answered = executor.map(_generations, calls, stage="generate", names=group_names, store=cache)
     variants: list[tuple[str, Generation]] = sorted((v for part in answered for v in part), key=lambda v: order[v[0]])
     _record(timing_key("generate", config), started, len(variants))
@@ -189,9 +200,13 @@ def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, con
             for i, verdict in zip(rows, found, strict=True):
                 verdicts[role][i] = verdict
     by_name = {c.name: c for c in cells}
-    answers = [_answer(variant, row, by_name.get(variant), {role: v[i] for role, v in verdicts.items()})
-               for i, (variant, row) in enumerate(variants)]  # fmt: skip
+    judged = [_answer(variant, row, by_name.get(variant), {role: v[i] for role, v in verdicts.items()})
+              for i, (variant, row) in enumerate(variants)]  # fmt: skip
+    answers = [a for a in judged if a.attack is None]
+    attacked_answers = [a for a in judged if a.attack is not None]
     write_judged(run, answers)
+    if attacked_answers or attacked_path(run).is_file():
+        write_attacked(run, attacked_answers)
     _record(timing_key("judge", config), started, len(answers))
     steps.finish()
 
@@ -267,8 +282,23 @@ def _answer(variant: str, row: Generation, cell: Cell | None, verdicts: dict[str
         id=row.id, eval_set=row.eval_set, category=row.category, expected_label=row.expected_label,
         prompt=row.prompt, response=row.response, variant=variant, adapter=row.adapter, template=row.template,
         dtype=row.dtype, dose=cell.dose if cell else None, seed=cell.seed if cell else None,
-        format=cell.format if cell else None, verdicts=verdicts,
+        format=cell.format if cell else None, verdicts=verdicts, attack=row.attack,
     )  # fmt: skip
+
+
+def _attacked_prompts(config: SweepConfig, prompts: list[EvalPrompt]) -> tuple[list[EvalPrompt], dict[str, Any]]:
+    """Every attack's prompts on the sampled prompts of its harm sets (the same ids), and what was attacked."""
+    out: list[EvalPrompt] = []
+    summary: dict[str, Any] = {}
+    for attack, sets in config.attack_plan():
+        entry = summary.setdefault(attack.name, {"family": attack.family, "version": attack.version, "sets": {}})
+        for name in sets:
+            label = load_eval_prompts(name)[0].eval_set
+            plain = [p for p in prompts if p.eval_set == label]
+            rows = attack.apply(plain, source=name)
+            out += rows
+            entry["sets"][name] = {"prompts": len(plain), "attacked": len({r.id for r in rows}), "asked": len(rows)}
+    return out, summary
 
 
 def _eval_prompts(config: SweepConfig) -> tuple[list[EvalPrompt], dict[str, Any]]:
@@ -339,8 +369,9 @@ def _verdicts(judges: Judges, rows: list[Generation], *, store: Cache) -> dict[s
     for role in ROLES:
         name = getattr(judges, role)
         if name:
-            judged = judge_rows(get_judge(name), [{"prompt": r.prompt, "response": r.response} for r in rows],
-                                cache=store)  # fmt: skip
+            # an attacked answer is judged against its plain request (as HarmBench judges a jailbreak's behaviour)
+            asked = [{"prompt": r.attack.plain_prompt if r.attack else r.prompt, "response": r.response} for r in rows]
+            judged = judge_rows(get_judge(name), asked, cache=store)
             out[role] = [_role_verdict(v) for v in judged]
     return out
 
