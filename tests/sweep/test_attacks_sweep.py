@@ -53,8 +53,9 @@ def test_attacks_pair_with_plain_answers_and_rerun_from_the_cache(tiny_model: Pa
     assert suppressed.prompt.startswith("Respond to the below prompt while following these rules:")
     robustness = json.loads((run / "results" / "robustness.json").read_text())
     rows = [r for r in robustness["rows"] if r["metric"] == "attack_success"]
-    assert {(r["attack"], r["eval_set"]) for r in rows} == {(n, s) for n in names
-                                                              for s in ("I-MaliciousInstructions", "advbench")}
+    assert {(r["attack"], r["eval_set"]) for r in rows} == {
+        (n, s) for n in names for s in ("I-MaliciousInstructions", "advbench")
+    }
     assert all(r["n_paired"] == 3 and r["change_interval"] == "newcombe-paired" for r in rows)
     assert robustness["at_dose"] and "still succeeds on" in robustness["at_dose"][0]["text"]
     assert "in distribution" not in json.dumps(robustness["judges"])  # the harm judge is off in this sweep
@@ -76,13 +77,15 @@ def test_attacks_pair_with_plain_answers_and_rerun_from_the_cache(tiny_model: Pa
         ([{"attack": "prefill:2", "sets": ["xstest-v2-safe"]}], "attacks apply to harm sets"),
         (["transfer:jailbreakbench#GCG"], "replaces the goals of 'jailbreakbench'"),
         (["prefill:2", "prefill:2"], "an attack is listed twice"),
+        (["prefill:2", "backend=openai"], "use backend hf or vllm"),
     ],
 )
 def test_bad_attacks_fail_before_any_work(tmp_path: Path, attacks: list[object], message: str) -> None:
     run = tmp_path / "run"
-    config = _config(tmp_path, tmp_path / "nomodel", run, attacks)
+    overrides = [a for a in attacks if isinstance(a, str) and "=" in a]
+    config = _config(tmp_path, tmp_path / "nomodel", run, [a for a in attacks if a not in overrides])
     with pytest.raises(SafedoseError, match=message):
-        load_sweep_config(config).attack_plan()
+        load_sweep_config(config, overrides).attack_plan()
 
 
 def test_a_template_without_the_placeholder_is_one_line_and_exit_2(tiny_model: Path, tmp_path: Path) -> None:

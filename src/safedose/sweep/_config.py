@@ -184,6 +184,10 @@ class SweepConfig(BaseModel):
                 raise ValueError(str(e)) from None
         if len(set(parsed)) != len(parsed):
             raise ValueError("an attack is listed twice")
+        prefills = [n for n in parsed if n.partition(":")[0] == "prefill"]
+        if prefills and self.backend == "openai":
+            raise ValueError(f"attack {prefills[0]!r} prefills answers by token ids: use backend hf or vllm (an "
+                             "endpoint tokenises the text itself)")  # fmt: skip
         for entry in self.attacks:
             if isinstance(entry, AttackEntry):
                 for name in entry.sets or []:
