@@ -74,7 +74,7 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 def fastest_request_dtype() -> str:
     """The precision that answers a single request fastest: on GPUs the half precision `auto` resolves to; on CPUs
-    fp32 (bf16 decodes one prompt several times slower even with AVX-512 BF16; docs/performance.md)."""
+    fp32 (bf16 decodes small batches no faster, often slower, even with AVX-512 BF16 / AMX; docs/performance.md)."""
     return resolve_dtype("auto") if torch.cuda.is_available() else "fp32"
 
 
