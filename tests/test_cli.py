@@ -121,3 +121,19 @@ def test_model_loads_are_quiet_by_default_and_verbose_with_v(tiny_model: Path, t
     verbose = subprocess.run(loud, capture_output=True, text=True, timeout=300, env=env)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert "Loading weights" in verbose.stderr + verbose.stdout
+
+
+def test_serve_defaults_to_the_study_precision_and_export_prints_its_note(cli, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import safedose.export
+    import safedose.serve
+    from safedose.export import ExportResult
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(safedose.serve, "serve", lambda model, adapters, **kw: seen.update(kw))
+    assert cli("serve").code == 0 and seen["dtype"] is None  # None: the precision the study answered in
+    assert cli("serve", "--dtype", "auto").code == 0 and seen["dtype"] == "auto"
+    note = "the sweep answered in bf16: serve the adapter in bf16 to come closest to its answers"
+    result = ExportResult(merged=tmp_path / "m", gguf=None, merged_dtype="fp32", gguf_type=None, note=note)
+    monkeypatch.setattr(safedose.export, "export", lambda *a, **kw: result)
+    out = cli("export", tmp_path, "--merged", tmp_path / "m")
+    assert out.code == 0 and note in " ".join(out.out.split())

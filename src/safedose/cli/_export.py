@@ -28,3 +28,5 @@ def export_command(
         _output.console.print(f"merged ({result.merged_dtype}): {escape(str(result.merged))}", soft_wrap=True)
     if result.gguf is not None:
         _output.console.print(f"gguf ({result.gguf_type}): {escape(str(result.gguf))}", soft_wrap=True)
+    if result.note is not None:
+        _output.console.print(escape(result.note), soft_wrap=True)

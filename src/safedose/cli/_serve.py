@@ -11,7 +11,11 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000),
     template: str | None = typer.Option(None, help="Chat template of the base model (adapters keep their own)."),
-    dtype: str = typer.Option("auto", help="auto, fp32, bf16 or fp16."),
+    dtype: str | None = typer.Option(
+        None,
+        help="fp32, bf16, fp16 or auto (default: the precision the study "
+        "answered in, else auto; auto: the fastest for single requests, fp32 on CPU).",
+    ),
     max_batch_size: int = typer.Option(16, help="Requests generated together at most."),
     max_tokens: int = typer.Option(256, help="Default max_tokens when a request gives none."),
 ) -> None:
