@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def sample(run: Path, n: int, out: Path, seed: int) -> None:
 
 
 def score(run: Path, labels: Path) -> dict[str, object]:
+    warnings.filterwarnings("ignore")  # kappa is undefined on a family where one side gives one label throughout
     answers = {key(a): a for a in read_attacked(run)}
     rows = [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
     missing = [r["key"] for r in rows if r["key"] not in answers]

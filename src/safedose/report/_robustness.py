@@ -98,12 +98,14 @@ def _at_dose(curve: Curve, attack: str, eval_set: str, dose: int, recommended: b
     value: float | None
     lo_: float | None
     hi_: float | None
-    if curve.run_variation and not any(math.isnan(v) for v in (fitted, lo, hi)):
+    # a band of no width means every cell had the same share (the logit line fits exactly): report what was observed
+    if curve.run_variation and not any(math.isnan(v) for v in (fitted, lo, hi)) and hi - lo > 1e-6:
         value, lo_, hi_, source = fitted, lo, hi, "curve"
         how = "expected on the fitted curve, 95% band over training cells"
     elif observed and len(observed) == 1 and observed[0].value is not None:
         value, lo_, hi_, source = observed[0].value, observed[0].lo, observed[0].hi, "observed"
-        how = f"observed over {observed[0].n} prompts, 95% Wilson interval (too few cells for a band over cells)"
+        why = "too few cells for a band over cells" if not curve.run_variation else "every cell had the same share"
+        how = f"observed over {observed[0].n} prompts, 95% Wilson interval ({why})"
     else:
         value = lo_ = hi_ = None
         source, how = "observed", "not measured at this dose"
