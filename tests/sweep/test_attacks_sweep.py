@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,12 @@ from tests.sweep.test_sweep import write_config
 ATTACKS = ["none", "prefill:1", "prefill:3", "refusal_suppression", "template:gptfuzz#2"]
 
 
-def _config(tmp_path: Path, model: Path, run: Path, attacks: list[object]) -> Path:
+def _config(tmp_path: Path, model: Path, run: Path, attacks: Sequence[object]) -> Path:
     path = write_config(tmp_path, model, run)
     data = yaml.safe_load(path.read_text())
     data["eval_sets"]["harm"] = ["I-MaliciousInstructions", "advbench"]
     data["eval_sets"]["limit"] = 3
-    data["attacks"] = attacks
+    data["attacks"] = list(attacks)
     path.write_text(yaml.safe_dump(data))
     return path
 
