@@ -350,7 +350,8 @@ def test_export_says_which_way_gives_the_study_answers(adapter: Path, tmp_path: 
     (run / "manifest.json").write_text(json.dumps(manifest))
     result = export(cell, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
     assert result.merged_dtype == "fp32" and result.evaluated_dtype == "bf16"
-    assert result.note is not None and f"--adapter {cell}" in result.note and "(dtype bf16)" in result.note
+    assert result.note is not None and result.note.startswith("the study answered in bf16, batched")
+    assert "no merged or served model repeats them all" in result.note and "decoding.dtype: fp32" in result.note
     assert json.loads((tmp_path / "merged" / RECORD).read_text())["evaluated_dtype"] == "bf16"
     assert gguf.GGUFReader(tmp_path / "model.gguf").fields["safedose.evaluated_dtype"].contents() == "bf16"
     alone = export(adapter, merged=tmp_path / "alone")  # outside a run: nothing to say

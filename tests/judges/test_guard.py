@@ -336,9 +336,9 @@ def _spy_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], bool]
     seen: list[tuple[list[str], bool]] = []
     original = generate_hf.generate_batch
 
-    def spy(model: Any, tokenizer: Any, texts: Any, decoding: Any, *, add_special_tokens: bool) -> Any:
+    def spy(model: Any, tokenizer: Any, texts: Any, decoding: Any, *, add_special_tokens: bool, **kw: Any) -> Any:
         seen.append((list(texts), add_special_tokens))
-        return original(model, tokenizer, texts, decoding, add_special_tokens=add_special_tokens)
+        return original(model, tokenizer, texts, decoding, add_special_tokens=add_special_tokens, **kw)
 
     monkeypatch.setattr(generate_hf, "generate_batch", spy)
     return seen
