@@ -75,8 +75,11 @@ def test_a_sweep_that_fails_at_the_mix_leaves_nothing_behind(cli, tmp_path: Path
 
 def test_ctrl_c_during_a_sweep_exits_130_and_says_how_to_resume(tiny_model: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
+    # the default SIGINT disposition: an ignored SIGINT (which a test run's earlier servers may leave behind) would
+    # be inherited by the child, as a background job's is
     proc = subprocess.Popen([SAFEDOSE, "sweep", str(write_config(tmp_path, tiny_model, run))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 600
     while not any(run.glob("adapters/*/checkpoints/step-*")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
