@@ -19,6 +19,8 @@ lint: $(BIN)/.installed
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy
+	# the package floors and private modules ([tool.importlinter] in pyproject.toml; docs/architecture.md)
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q

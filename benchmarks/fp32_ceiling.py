@@ -36,9 +36,9 @@ from _steps import (
 )
 from torch import nn
 
+from safedose.train import frozen_linears_to, summed_token_nll
 from safedose.train._data import IGNORE
 from safedose.train._fast import use_fast_lora_dropout, use_fp32_attention
-from safedose.train._recipe import frozen_linears_to, summed_token_nll
 
 HEAD_CHUNK = 256
 

@@ -38,8 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from safedose.data import Labelled, gptfuzz, xstest_rows
+from safedose.judges import REFUSAL_LABELS
 from safedose.judges._crossfit import grouped_folds, prompt_key
-from safedose.judges._data import REFUSAL_LABELS, Labelled, gptfuzz, paper_examples, xstest_rows
+from safedose.judges._data import paper_examples
 from safedose.judges._refusal import PAPER_PER_CLASS, PAPER_WEIGHT, fitter, probabilities, training_pool
 from safedose.stats import agreement, auc, bootstrap_ci
 

@@ -10,8 +10,8 @@ import time
 
 from _cpu import cpu_kind
 
+from safedose.data import xstest_rows
 from safedose.judges import get_judge
-from safedose.judges._data import xstest_rows
 
 
 def main() -> None:

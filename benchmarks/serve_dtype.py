@@ -56,10 +56,10 @@ def reproduce(run: Path) -> None:
     from safedose.run import read_judged, read_manifest
 
     manifest = read_manifest(run)
-    cell = max(manifest["cells"], key=lambda name: manifest["cells"][name]["dose"])
-    adapter = load_adapter_info(f"{cell}={run / manifest['cells'][cell]['adapter']}")
+    cell = max(manifest.cells, key=lambda name: manifest.cells[name].dose)
+    adapter = load_adapter_info(f"{cell}={run / manifest.cells[cell].adapter}")
     rows = [r for r in read_judged(run) if r.variant == cell]
-    config, studied = manifest["config"], manifest["generation_dtype"]
+    config, studied = manifest.config, manifest.generation_dtype
     decoding = Decoding.model_validate({**config["decoding"], "batch_size": 1})
     model_dir = resolve_model(config["model"])
     tokenizer = load_tokenizer(model_dir)

@@ -37,9 +37,9 @@ from _steps import (
     warm_up,
 )
 
+from safedose.train import frozen_linears_to, summed_token_nll
 from safedose.train._data import IGNORE
 from safedose.train._fast import summed_cross_entropy, use_fast_lora_dropout, use_fp32_attention
-from safedose.train._recipe import frozen_linears_to, summed_token_nll
 
 CHANGES = ["LoRA dropout from Geometric gaps", "chunked cross-entropy", "tied LM head in bf16", "no padding mask",
            "fp32 attention"]  # fmt: skip

@@ -22,9 +22,8 @@ from _cpu import cpu_kind
 from safedose.data import load_instructions, mix, train_file, val_file
 from safedose.models import resolve_model
 from safedose.templates import end_of_response, render_prompt
-from safedose.train import TrainConfig, tokenize, train
+from safedose.train import CausalLMLoss, TrainConfig, tokenize, train
 from safedose.train._data import collate
-from safedose.train._recipe import CausalLMLoss
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 

@@ -75,7 +75,7 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], needle: str) -> N
 
 def test_version_names_the_package_and_the_recipe_and_schema_versions() -> None:
     from safedose.run import SCHEMA_VERSION
-    from safedose.sweep._plan import MIX_RECIPE_VERSION
+    from safedose.sweep import MIX_RECIPE_VERSION
     from safedose.train import RECIPE_VERSION
 
     proc = subprocess.run([SAFEDOSE, "--version"], capture_output=True, text=True, timeout=120)

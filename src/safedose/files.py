@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -77,6 +78,18 @@ def write_json(path: str | Path, obj: Any) -> None:
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
+
+
+def write_figure(fig: Any, path: str | Path) -> str:
+    """Lay out a matplotlib figure, write it to `path` as a 110-dpi PNG (atomically) and close it; returns the PNG
+    base64-encoded, for inlining in a page."""
+    import matplotlib.pyplot as plt  # matplotlib: loaded only where a figure is drawn
+
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def publish_dir(staging: Path, target: Path) -> None:

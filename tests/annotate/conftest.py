@@ -18,6 +18,7 @@ import pytest
 
 from safedose.files import write_json
 from safedose.run import JudgedAnswer, RoleVerdict, manifest_path, open_run, write_judged
+from tests.run.manifests import manifest_dict
 
 VARIANTS = {"base": None, "base-chat": None, "n0-s0-instruction": 0, "n50-s0-instruction": 50,
             "n150-s0-instruction": 150}  # fmt: skip
@@ -86,11 +87,11 @@ def judged_answers(n_prompts: int = 12, *, hostile: bool = False) -> list[Judged
 def make_run(path: Path, n_prompts: int = 12, *, hostile: bool = False) -> Path:
     run = open_run(path, create=True)
     write_judged(run, judged_answers(n_prompts, hostile=hostile))
-    write_json(manifest_path(run), {
-        "config": {"name": "annotate-fixture", "model": "tiny", "base": "dolly-15k", "base_size": 10,
-                   "safety": "saferpaca-safety", "doses": [0, 50, 150], "seeds": [0], "train": {"template": "alpaca"}},
-        "generation_dtype": "fp32", "judges": {"refusal": "refusal@1", "harm": "harm@2", "moderation": "moderation@2"},
-    })  # fmt: skip
+    write_json(manifest_path(run), manifest_dict(
+        config={"name": "annotate-fixture", "model": "tiny", "base": "dolly-15k", "base_size": 10,
+                "safety": "saferpaca-safety", "doses": [0, 50, 150], "seeds": [0], "train": {"template": "alpaca"}},
+        generation_dtype="fp32", judges={"refusal": "refusal@1", "harm": "harm@2", "moderation": "moderation@2"},
+    ))  # fmt: skip
     return run
 
 

@@ -24,6 +24,7 @@ from safedose.files import write_json
 from safedose.run import JudgedAnswer, RoleVerdict, manifest_path, open_run, read_judged, write_judged
 from safedose.stats import kappa_codes as kappa_from_codes
 from tests.annotate.conftest import make_run
+from tests.run.manifests import manifest_dict
 
 CLASSES = ("compliance", "refusal", "partial")
 
@@ -84,7 +85,7 @@ def _synthetic_run(path: Path, truth: dict[str, float], *, n: int = 150, seed: i
             human[(variant, f"p{i}")] = "compliance" if complies else "refusal"
     run = open_run(path, create=True)
     write_judged(run, rows)
-    write_json(manifest_path(run), {"config": {}, "judges": {"refusal": "refusal@1"}})
+    write_json(manifest_path(run), manifest_dict(config={}, judges={"refusal": "refusal@1"}))
     store = open_store(run, SampleSpec(per_cell=60, overlap=0.0, seed=0), create=True)
     store.invite("truth")
     (who,) = store.annotators()

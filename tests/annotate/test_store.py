@@ -47,6 +47,15 @@ def test_a_sample_drawn_with_other_settings_is_refused(run_dir: Path) -> None:
     assert open_store(run_dir).spec() == SampleSpec(per_cell=3, overlap=0.25, seed=0)
 
 
+def test_a_database_drawn_before_the_safety_axis_gets_its_column(run_dir: Path) -> None:
+    items = open_store(run_dir, SampleSpec(per_cell=2, overlap=0.5, seed=0), create=True).items()
+    with sqlite3.connect(run_dir / DB_NAME) as db:
+        db.execute("ALTER TABLE items DROP COLUMN safety")
+    again = Store(run_dir / DB_NAME)
+    assert [(i.item, i.cell) for i in again.items()] == [(i.item, i.cell) for i in items]
+    assert all(i.safety is None for i in again.items())
+
+
 def test_no_store_without_a_sample_and_no_half_written_file(tmp_path: Path) -> None:
     from safedose.run import open_run
 

@@ -46,8 +46,8 @@ def test_sweep_measures_capability_and_reports_it(tiny_model: Path, tmp_path: Pa
 
 
 def test_without_a_judge_the_win_rate_is_skipped_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from safedose.capability._settings import WinRateSettings
-    from safedose.capability._sweep import skip_note
+    from safedose.capability import WinRateSettings
+    from safedose.sweep._capability_step import skip_note
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

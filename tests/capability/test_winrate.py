@@ -13,17 +13,11 @@ from typing import Any
 import pytest
 
 from safedose.cache import Cache
-from safedose.capability import Preference
-from safedose.capability._winrate import (
-    compare,
-    length_controlled,
-    model_first,
-    pairwise_judge,
-    parse_identifier,
-    parse_ranking,
-    win_rate,
-)
+from safedose.capability import win_rate
+from safedose.capability._winrate import length_controlled
 from safedose.errors import SafedoseError
+from safedose.judges import Preference, compare, pairwise_judge, validate_pairwise
+from safedose.judges._pairwise import model_first, parse_identifier, parse_ranking
 from tests.conftest import json_endpoint, serve_process
 
 
@@ -115,8 +109,6 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference() -> None:
 
 def test_validate_against_gpt4_annotations(cli: object) -> None:
     with fake_judge(lambda user: "M") as (url, seen):
-        from safedose.capability._validate import validate_pairwise
-
         result = validate_pairwise("llm:fake#alpaca-eval", limit=40, base_url=url)
     assert result["n"] == 40 and result["parse_errors"] == 0 and 35 < len(seen) <= 40  # identical pairs tie
     assert result["picks_first_shown"] == 0.0  # always the second shown: pure position bias

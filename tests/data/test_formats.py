@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from safedose.build import datasheet_path
 from safedose.data import (
     DATASETS,
     FormSource,
@@ -26,14 +27,13 @@ from safedose.data import (
     train_file,
     val_file,
 )
-from safedose.data._formats import (
+from safedose.data._forms import (
     ATTEMPTS,
     REWRITE_PROMPTS,
     REWRITE_VERSION,
     check_rewrite,
     checks_settings,
     content_share,
-    datasheet_path,
     form_problem,
     rewrite_prompt,
 )
@@ -119,7 +119,7 @@ def test_rewrite_checks_clean_labels_and_quotes_and_reject_junk() -> None:
 def test_the_rewriting_prompts_are_versioned() -> None:
     """Changing a rewriting prompt or a check's word list changes what passes: bump REWRITE_VERSION, then update this
     digest."""
-    from safedose.data import _formats as f
+    from safedose.data import _forms as f
 
     words = [sorted(w) for w in (f.IMPERATIVE_VERBS, f.QUESTION_WORDS, f.AUXILIARIES, f.SUBJECTS, f.STATEMENT_STARTS,
                                  f.STOP_WORDS, f.GENERIC_WORDS, f.META_WORDS, f.CHANGING_WORDS)]  # fmt: skip

@@ -18,6 +18,7 @@ from safedose.export._gguf import permute_qk, rope_factors
 from safedose.export._vocab import _pre_tokenizer
 from safedose.models import model_hash
 from safedose.templates import alpaca_chat_template, render_prompt
+from tests.run.manifests import cell_entry, manifest_dict
 
 PROMPTS = ["Explain why the sky is blue.", "List three prime numbers: 2, 3,", "<|im_start|>user\nHi<|im_end|>\n"]
 TEXTS = ["Hello world 12345 <|im_start|>user\nhi<|im_end|>", "  spaces\n\ttabs café 😀 don't", "x=1+2; y = [3, 4]"]
@@ -345,8 +346,8 @@ def test_export_says_which_way_gives_the_study_answers(adapter: Path, tmp_path: 
     run = tmp_path / "run"
     cell = run / "adapters" / "n8-s0-instruction-abc"
     shutil.copytree(adapter, cell)
-    manifest = {"config": {"backend": "hf"}, "generation_dtype": "bf16",
-                "cells": {"n8-s0-instruction": {"dose": 8, "adapter": "adapters/n8-s0-instruction-abc"}}}  # fmt: skip
+    cells = {"n8-s0-instruction": cell_entry(8, adapter="adapters/n8-s0-instruction-abc")}
+    manifest = manifest_dict(config={"backend": "hf"}, generation_dtype="bf16", cells=cells)
     (run / "manifest.json").write_text(json.dumps(manifest))
     result = export(cell, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
     assert result.merged_dtype == "fp32" and result.evaluated_dtype == "bf16"

@@ -9,9 +9,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from safedose.generate import Decoding, generate
+from safedose.generate import Decoding, Job, generate, load_tokenizer
 from safedose.generate import _hf as hf_backend
-from safedose.generate._hf import Job, generation_kwargs, load_model, load_tokenizer, merged_variant, use_variant
+from safedose.generate._hf import generation_kwargs, load_model, merged_variant, use_variant
 from safedose.templates import render_prompt
 from tests.generate.test_generate import prompts, responses
 

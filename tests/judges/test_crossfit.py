@@ -65,14 +65,14 @@ def test_inner_cross_validation_chooses_the_lowest_loss() -> None:
 
 @pytest.mark.parametrize("name", ["refusal", "harm"])
 def test_trained_judges_never_score_an_answer_to_a_prompt_they_trained_on(name: str) -> None:
-    from safedose.judges._data import gptfuzz, xstest_rows
+    from safedose.data import gptfuzz, xstest_rows
 
     judge: Any = get_judge(name)
     trained_on = xstest_rows()[0]["prompt"] if name == "refusal" else gptfuzz("train")[0].prompt
     rows = [{"prompt": trained_on, "response": "Sure, here is how."}, {"prompt": "Never seen before?", "response": "x"}]
     verdicts = judge.judge(rows)
     k = fold_of(prompt_key(trained_on))
-    assert verdicts[0]["scored_by"] == f"fold-{k + 1}/5" and verdicts[1]["scored_by"] == FULL
+    assert verdicts[0].scored_by == f"fold-{k + 1}/5" and verdicts[1].scored_by == FULL
     assert prompt_key(trained_on) in judge.models.seen
 
 

@@ -18,17 +18,16 @@ from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
 from safedose.generate import OpenAISettings, generate
 from safedose.judges import get_judge, judge_rows
-from safedose.judges._guard import (
+from safedose.judges._guard import GuardJudge, StrongRejectJudge, with_one_bos
+from safedose.judges._guard_presets import (
     PRESETS,
+    STRONGREJECT_PROMPT,
     STRONGREJECT_SYSTEM,
-    GuardJudge,
-    StrongRejectJudge,
     parse_harmbench,
     parse_llama_guard,
     parse_strongreject,
     parse_wildguard,
     strongreject_score,
-    with_one_bos,
 )
 from safedose.templates import render_prompt
 from tests.conftest import json_endpoint
@@ -202,8 +201,6 @@ def test_each_preset_renders_its_published_prompt_exactly(preset: str, expected:
 
 
 def test_strongreject_sends_the_published_rubric() -> None:
-    from safedose.judges._guard import STRONGREJECT_PROMPT
-
     assert STRONGREJECT_PROMPT.format(prompt=PROMPT, response=RESPONSE) == STRONGREJECT
     assert STRONGREJECT_SYSTEM == (
         "You are a helpful red teaming assistant. You will receive an AI assistant's response to user instructions "
@@ -379,7 +376,7 @@ def test_guard_on_a_tiny_model_sends_the_exact_prompt_and_caches(
     # a new judge instance is served from the generation cache; the verdict cache skips the judge altogether
     monkeypatch.setattr(generate_api, "run_hf", _no_model)
     again = GuardJudge(str(tiny_model), preset="llama-guard-3", cache=tmp_path / "gen.sqlite", progress=False)
-    assert again.judge(ROWS) == [
+    assert [v.fields() for v in again.judge(ROWS)] == [
         {k: v for k, v in r.items() if k not in ("prompt", "response", "judge")} for r in judged
     ]
     with Cache(tmp_path / "verdicts.sqlite") as store:
@@ -399,9 +396,9 @@ def test_strongreject_on_a_tiny_model_uses_its_chat_template_with_the_rubric(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     chat = [{"role": "system", "content": STRONGREJECT_SYSTEM}, {"role": "user", "content": STRONGREJECT}]
     assert seen == [([tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)], True)]
-    assert judged[0]["parse_error"] and judged[0]["label"] is None and judged[0]["score"] is None
-    assert judged[1] == {"label": "harmless", "score": 0.0, "parse_error": False, "refusal": True,
-                         "convincingness": None, "specificity": None, "raw": ""}  # fmt: skip
+    assert judged[0].parse_error and judged[0].label is None and judged[0].score is None
+    assert judged[1].fields() == {"label": "harmless", "score": 0.0, "parse_error": False, "refusal": True,
+                                  "convincingness": None, "specificity": None, "raw": ""}  # fmt: skip
 
 
 @dataclass
@@ -441,8 +438,8 @@ def test_openai_backend_sends_raw_completions_and_rubric_chats(tmp_path: Path) -
         assert fake.bodies[0][1]["temperature"] == 0.0 and fake.bodies[0][1]["max_tokens"] == 32
         assert fake.bodies[1][1]["messages"] == [{"role": "system", "content": STRONGREJECT_SYSTEM},
                                                  {"role": "user", "content": STRONGREJECT}]  # fmt: skip
-        assert verdict["label"] == "harmful" and verdict["categories"] == {"S1": 1.0, "S10": 1.0}
-        assert scored["score"] == pytest.approx(0.875) and scored["label"] == "harmful" and not scored["refusal"]
+        assert verdict.label == "harmful" and verdict.categories == {"S1": 1.0, "S10": 1.0}
+        assert scored.score == pytest.approx(0.875) and scored.label == "harmful" and not scored.refusal
         assert f"#openai={fake.url}#" in guard.revision
         assert guard.judge(ROWS[:1])[0] == verdict and rubric.judge(ROWS[:1])[0] == scored
         assert len(fake.bodies) == 2  # the reruns were served from the generation cache
@@ -460,10 +457,10 @@ def test_smollm2_stands_in_for_a_guard_end_to_end(
     ]
     judged = get_judge(spec).judge(rows)
     for verdict in judged:
-        valid = verdict["label"] in ("harmful", "harmless") and not verdict["parse_error"]
-        assert valid or (verdict["label"] is None and verdict["parse_error"] is True)
-        assert isinstance(verdict["raw"], str) and len(verdict["raw"]) <= 200
-    assert any(v["raw"] for v in judged)
+        valid = verdict.label in ("harmful", "harmless") and not verdict.parse_error
+        assert valid or (verdict.label is None and verdict.parse_error is True)
+        assert isinstance(verdict.raw, str) and len(verdict.raw) <= 200
+    assert any(v.raw for v in judged)
     # the second time every answer comes from the generation cache, through the CLI as well
     monkeypatch.setattr(generate_api, "run_hf", _no_model)
     assert get_judge(spec).judge(rows) == judged
@@ -473,5 +470,5 @@ def test_smollm2_stands_in_for_a_guard_end_to_end(
     assert result.code == 0, result.err
     written = [json.loads(line) for line in (tmp_path / "judged.jsonl").read_text().splitlines()]
     assert [(w["label"], w["parse_error"], w["raw"]) for w in written] == [
-        (v["label"], v["parse_error"], v["raw"]) for v in judged
+        (v.label, v.parse_error, v.raw) for v in judged
     ]

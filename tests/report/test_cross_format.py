@@ -14,6 +14,7 @@ from safedose.report import write_metrics, write_report
 from safedose.run import JudgedAnswer, manifest_path, open_run, write_judged
 from safedose.stats import wilson
 from tests.evaluate.answers import answer, cell
+from tests.run.manifests import manifest_dict
 
 FORMATS = ("instruction", "question")
 # complying answers out of 10 per (dose, training format, eval set); the same for seeds 0 and 1
@@ -96,11 +97,11 @@ def test_metrics_json_and_report_carry_the_table(tmp_path: Path) -> None:
     run = open_run(tmp_path / "run", create=True)
     judged = _answers()
     write_judged(run, judged)
-    write_json(manifest_path(run), {
-        "config": {"name": "formats", "model": "tiny", "base": "dolly-15k", "base_size": 100, "safety": "saferpaca",
-                   "doses": [0, 50], "seeds": [0, 1], "formats": list(FORMATS), "train": {"template": "alpaca"}},
-        "generation_dtype": "fp32", "judges": {"refusal": "refusal@1"},
-    })  # fmt: skip
+    write_json(manifest_path(run), manifest_dict(
+        config={"name": "formats", "model": "tiny", "base": "dolly-15k", "base_size": 100, "safety": "saferpaca",
+                "doses": [0, 50], "seeds": [0, 1], "formats": list(FORMATS), "train": {"template": "alpaca"}},
+        generation_dtype="fp32", judges={"refusal": "refusal@1"},
+    ))  # fmt: skip
     data = write_metrics(run, judged, [], cells=_cells())
     section = data["cross_format"]
     assert set(section) == set(CrossFormat.model_fields) and section["metric"] == "harmful_compliance"

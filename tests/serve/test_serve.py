@@ -16,6 +16,7 @@ from safedose.generate._settings import evaluated_dtype, fastest_request_dtype
 from safedose.serve._app import Message, RequestError, Server, fold_system, serving_dtype
 from safedose.templates import ALPACA_NO_INPUT
 from tests.conftest import serve_process
+from tests.run.manifests import cell_entry, manifest_dict
 
 GREEDY = Decoding(max_new_tokens=12, dtype="fp32")
 PROMPTS = [EvalPrompt(id=f"p{i}", prompt=f"Say something about number {i}", eval_set="t") for i in range(4)]
@@ -155,8 +156,8 @@ def in_run(adapter: Path, run: Path, dtype: str, *, backend: str = "hf") -> Path
     """A copy of `adapter` as a sweep's cell in `run`, whose manifest says its answers were generated in `dtype`."""
     cell = run / "adapters" / f"n8-s0-instruction-{dtype}"
     shutil.copytree(adapter, cell)
-    manifest = {"config": {"backend": backend}, "generation_dtype": dtype,
-                "cells": {"n8-s0-instruction": {"dose": 8, "adapter": str(cell.relative_to(run))}}}  # fmt: skip
+    cells = {"n8-s0-instruction": cell_entry(8, adapter=str(cell.relative_to(run)))}
+    manifest = manifest_dict(config={"backend": backend}, generation_dtype=dtype, cells=cells)
     (run / "manifest.json").write_text(json.dumps(manifest))
     return cell
 

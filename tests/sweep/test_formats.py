@@ -14,7 +14,7 @@ from safedose.data import load_instructions, train_file
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file
 from safedose.sweep import SweepConfig, check_names, load_sweep_config, sweep
-from safedose.sweep._plan import digest, mix_dir, mix_inputs
+from safedose.sweep._fingerprints import digest, mix_dir, mix_inputs
 from tests.sweep.test_sweep import write_config
 
 BASE_CONFIG: dict[str, Any] = {

@@ -18,7 +18,7 @@ from safedose.sweep._memory import (
     model_shape,
     parse_size,
 )
-from safedose.train._recipe import frozen_linears_to
+from safedose.train import frozen_linears_to
 
 PAPER = Path(__file__).parents[2] / "configs" / "paper-llama7b-sweep.yaml"
 
@@ -58,7 +58,7 @@ def _saved_bytes(
     """What autograd keeps for the backward pass of one training batch (weights excluded), and the estimate."""
     from peft import LoraConfig, get_peft_model
 
-    from safedose.train._recipe import CausalLMLoss
+    from safedose.train import CausalLMLoss
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=256, hidden_size=576, intermediate_size=1536, num_hidden_layers=2,

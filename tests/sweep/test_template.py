@@ -41,6 +41,6 @@ def test_the_template_config_runs_and_answers(smollm2_dir: Path, tmp_path: Path)
     assert recommendation.target is not None and recommendation.tested == [0, 36]
     assert html.escape(recommendation.text[:40]) in (run / "report" / "index.html").read_text()
     manifest = read_manifest(run)
-    assert sorted(c["dose"] for c in manifest["cells"].values()) == [0, 36]
+    assert sorted(c.dose for c in manifest.cells.values()) == [0, 36]
     answers = read_judged(run)
-    assert answers and {a.dtype for a in answers} == {manifest["generation_dtype"]}  # the precision of every answer
+    assert answers and {a.dtype for a in answers} == {manifest.generation_dtype}  # the precision of every answer

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from safedose.train import summed_token_nll
 from safedose.train._fast import (
     SDPA_FP32,
     LoraDropout,
@@ -18,7 +19,7 @@ from safedose.train._fast import (
     use_fast_lora_dropout,
     use_fp32_attention,
 )
-from safedose.train._recipe import _right_padded, summed_token_nll
+from safedose.train._loss import _right_padded
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from safedose.train._recipe import frozen_linears_to, summed_token_nll
+from safedose.train import frozen_linears_to, summed_token_nll
 
 
 def lora_model(path: Path, **overrides: Any) -> Any:

@@ -10,8 +10,7 @@ import torch
 import yaml
 
 from safedose.errors import SafedoseError
-from safedose.train import RECIPE_VERSION, fingerprint, fingerprint_inputs, parse_config, train
-from safedose.train._recipe import check_requirements
+from safedose.train import RECIPE_VERSION, check_requirements, fingerprint, fingerprint_inputs, parse_config, train
 from tests.train.test_train import config, log_rows
 
 # The fingerprint of the default settings before the large-model settings existed (train_file absent, base hash and

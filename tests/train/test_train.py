@@ -17,9 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from safedose.data import load_instructions
 from safedose.errors import SafedoseError
 from safedose.templates import render_prompt
-from safedose.train import load_config, parse_config, tokenize, train
+from safedose.train import CausalLMLoss, load_config, parse_config, tokenize, train
 from safedose.train._data import Example, collate
-from safedose.train._recipe import CausalLMLoss
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

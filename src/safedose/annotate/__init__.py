@@ -9,20 +9,22 @@ from safedose.annotate._audit import (
     corrected_rates,
     has_audit,
     judge_against_humans,
+    judge_labels,
     judges_against_humans,
-    labels_digest,
     load_audit,
     training_labels,
 )
-from safedose.annotate._exchange import FORMATS, export_labels, import_labels, read_labels
+from safedose.annotate._exchange import EXPORT_FORMATS, export_labels, import_labels, read_labels
 from safedose.annotate._records import Item, Label, LabelIn, SampleSpec
+from safedose.annotate._report import audit_section
 from safedose.annotate._store import DB_NAME, Store, db_path, open_store
 from safedose.annotate._summary import app_summary
+from safedose.judges import labels_digest
 
 __all__ = [
     "DB_NAME",
     "DEFAULT_URL",
-    "FORMATS",
+    "EXPORT_FORMATS",
     "Audit",
     "Item",
     "Label",
@@ -32,6 +34,7 @@ __all__ = [
     "agreement_summary",
     "annotate",
     "app_summary",
+    "audit_section",
     "check_bind",
     "corrected_rates",
     "create_app",
@@ -43,6 +46,7 @@ __all__ = [
     "import_labels",
     "invite",
     "judge_against_humans",
+    "judge_labels",
     "judges_against_humans",
     "krippendorff_alpha",
     "labels_digest",

@@ -7,9 +7,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from safedose.annotate._exchange import FORMATS, export_labels, import_labels
+from safedose.annotate._app import check_bind, public_url, serve
+from safedose.annotate._exchange import EXPORT_FORMATS, export_labels, import_labels
 from safedose.annotate._records import SampleSpec
-from safedose.annotate._store import open_store
+from safedose.annotate._store import DEFAULT_SPEC, open_store
 from safedose.errors import SafedoseError
 from safedose.files import atomic_open
 
@@ -20,8 +21,6 @@ def sample_spec(per_cell: int | None, overlap: float | None, seed: int | None) -
     """The sampling options given on the command line, or None when none was (the stored sample, or defaults)."""
     if per_cell is None and overlap is None and seed is None:
         return None
-    from safedose.annotate._store import DEFAULT_SPEC
-
     try:
         return SampleSpec(per_cell=DEFAULT_SPEC.per_cell if per_cell is None else per_cell,
                           overlap=DEFAULT_SPEC.overlap if overlap is None else overlap,
@@ -36,8 +35,6 @@ def annotate(run: Path, spec: SampleSpec | None = None, *, host: str = "127.0.0.
     """Draw the sample (first time) and serve the labelling app until interrupted. `url` is the address put in
     the links (e.g. an HTTPS proxy in front of the app); by default the bound host, or this machine's name for
     a wildcard bind such as 0.0.0.0."""
-    from safedose.annotate._app import check_bind, public_url, serve
-
     check_bind(host, open_admin=open_admin)
     public_url(host, port, url)  # a bad --url is refused before the sample is drawn
     store = open_store(run, spec, create=True)
@@ -54,8 +51,8 @@ def invite(run: Path, name: str, *, url: str | None = None, new_token: bool = Fa
 
 def export(run: Path, fmt: str, out: Path) -> int:
     """Write every label (or the Label Studio interface) to `out` atomically; returns the number of labels."""
-    if fmt not in FORMATS:
-        raise SafedoseError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise SafedoseError(f"--format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
     store = open_store(run)
     text = export_labels(store, fmt)
     with atomic_open(out) as f:

@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from safedose.annotate._exchange import EXPORT_FORMATS, MEDIA_TYPES, SUFFIXES, export_labels
 from safedose.annotate._records import ITEM_PATTERN, Item, Label, LabelIn
 from safedose.annotate._store import Annotator, Store
 from safedose.annotate._summary import SummaryCache
@@ -272,10 +273,8 @@ def create_app(store: Store, *, admin_token: str | None, loopback_only: bool = T
 
     @app.get("/api/admin/export", dependencies=[Depends(admin)])
     def export(format: str = "jsonl") -> Response:
-        from safedose.annotate._exchange import FORMATS, MEDIA_TYPES, SUFFIXES, export_labels
-
-        if format not in FORMATS:
-            raise HTTPException(400, f"format: choose {', '.join(FORMATS)}")
+        if format not in EXPORT_FORMATS:
+            raise HTTPException(400, f"format: choose {', '.join(EXPORT_FORMATS)}")
         disposition = f'attachment; filename="labels.{SUFFIXES[format]}"'
         return Response(export_labels(store, format), media_type=MEDIA_TYPES[format],
                         headers={"content-disposition": disposition})  # fmt: skip

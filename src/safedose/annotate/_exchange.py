@@ -21,7 +21,7 @@ from safedose.annotate._records import (
 from safedose.annotate._store import Store, name_key, normalise_name
 from safedose.errors import InputError, SafedoseError
 
-FORMATS = ("jsonl", "label-studio", "label-studio-config")
+EXPORT_FORMATS = ("jsonl", "label-studio", "label-studio-config")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "label-studio": "application/json", "label-studio-config": "text/xml"}
 SUFFIXES = {"jsonl": "jsonl", "label-studio": "json", "label-studio-config": "xml"}
 LABEL_STUDIO_CONFIG = """<View>
@@ -50,14 +50,14 @@ LABEL_STUDIO_USER = re.compile(r"(?P<name>.*?)\s*(?P<email>[^\s,]+@[^\s,]+),\s*(
 
 
 def export_labels(store: Store, fmt: str) -> str:
-    """Every label as text in `fmt` (see FORMATS)."""
+    """Every label as text in `fmt` (see EXPORT_FORMATS)."""
     if fmt == "jsonl":
         return "".join(json.dumps(label.model_dump(), ensure_ascii=False) + "\n" for label in store.labels())
     if fmt == "label-studio":
         return json.dumps(label_studio_tasks(store.items(), store.labels()), ensure_ascii=False, indent=1) + "\n"
     if fmt == "label-studio-config":
         return LABEL_STUDIO_CONFIG
-    raise SafedoseError(f"export format {fmt!r}: choose {', '.join(FORMATS)}")
+    raise SafedoseError(f"export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
 
 
 def _iso(t: float) -> str:

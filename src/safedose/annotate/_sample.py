@@ -41,8 +41,8 @@ def _unique_ids(n: int) -> list[str]:
 def _item(a: JudgedAnswer, item_id: str, position: int, overlap: bool) -> Item:
     return Item(
         item=item_id, position=position, overlap=overlap, variant=a.variant, eval_set=a.eval_set, prompt_id=a.id,
-        category=a.category, expected_label=a.expected_label, dose=a.dose, seed=a.seed, format=a.format,
-        prompt=a.prompt, response=a.response,
+        category=a.category, expected_label=a.expected_label, **a.cell.as_dict(), prompt=a.prompt,
+        response=a.response,
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from safedose.annotate._records import Item, Label, LabelIn, SampleSpec
 from safedose.annotate._sample import annotator_order, draw_sample
 from safedose.errors import SafedoseError
-from safedose.run import open_run, read_judged
+from safedose.run import AXES, open_run, read_judged
 
 DB_NAME = "annotations.sqlite"
 DEFAULT_SPEC = SampleSpec(per_cell=10, overlap=0.25, seed=0)
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     item TEXT PRIMARY KEY, position INTEGER NOT NULL UNIQUE, overlap INTEGER NOT NULL,
     variant TEXT NOT NULL, eval_set TEXT NOT NULL, prompt_id TEXT NOT NULL, category TEXT, expected_label TEXT,
-    dose INTEGER, seed INTEGER, format TEXT, prompt TEXT NOT NULL, response TEXT NOT NULL,
+    dose INTEGER, seed INTEGER, format TEXT, safety TEXT, prompt TEXT NOT NULL, response TEXT NOT NULL,
     UNIQUE (variant, eval_set, prompt_id));
 CREATE TABLE IF NOT EXISTS annotators (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_sha256 TEXT UNIQUE, created_at REAL NOT NULL);
@@ -63,7 +63,7 @@ UPSERT = (
 )
 PREVIOUS = "SELECT refusal, harmful, note, created_at, updated_at FROM labels WHERE annotator_id = ? AND item = ?"
 ITEM_COLUMNS = ("item", "position", "overlap", "variant", "eval_set", "prompt_id", "category", "expected_label",
-                "dose", "seed", "format", "prompt", "response")  # fmt: skip
+                *AXES, "prompt", "response")  # fmt: skip
 
 
 def db_path(run: Path) -> Path:
@@ -114,6 +114,12 @@ class Store:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            present = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            for axis in AXES:  # a database drawn before the axis existed gets its column (NULL: not varied)
+                if axis not in present:
+                    db.execute(
+                        f"ALTER TABLE items ADD COLUMN {axis} {'INTEGER' if axis in ('dose', 'seed') else 'TEXT'}"
+                    )
 
     # connections and transactions
 

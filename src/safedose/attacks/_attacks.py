@@ -18,8 +18,9 @@ from typing import ClassVar
 
 from safedose.attacks import _wei
 from safedose.attacks._records import PLAIN, AttackedPrompt, AttackInfo
-from safedose.data import EvalPrompt, load_eval_prompts, load_raw
+from safedose.data import DATASETS, EvalPrompt, load_eval_prompts, load_raw
 from safedose.errors import InputError, SafedoseError
+from safedose.paths import data_root
 from safedose.registry import Registry
 
 PLACEHOLDER = "[INSERT PROMPT HERE]"
@@ -214,9 +215,6 @@ def _templates(source: str) -> list[JailbreakTemplate]:
 
 def _file_of(dataset: str) -> str:
     """The file a dataset is read from, for error messages."""
-    from safedose.data import DATASETS
-    from safedose.paths import data_root
-
     if dataset in DATASETS:
         return str(DATASETS.get(dataset).paths(data_root())[0])
     return dataset
@@ -255,8 +253,6 @@ class PrefillAttack(Attack):
 def compliant_targets(eval_set: str) -> dict[str, str]:
     """Prompt id -> the set's compliant target string (`target` / `Target` column), for the sets that have one; a
     name that is neither registered nor a file (prompts made in code) has none."""
-    from safedose.data import DATASETS
-
     if eval_set not in DATASETS and not eval_set.startswith("hf:") and not Path(eval_set).expanduser().is_file():
         return {}
     prompts = load_eval_prompts(eval_set)

@@ -7,52 +7,53 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from safedose.capability._harness import evaluate_benchmarks, sample_indices
-    from safedose.capability._records import Preference, ScoreChange, TaskScore, WinRate
+    from safedose.capability._harness import Plan, benchmark, evaluate_benchmarks, sample_indices
+    from safedose.capability._records import Cells, ScoreChange, TaskScore, WinRate, placed
+    from safedose.capability._report import change_by_dose, report_section
     from safedose.capability._settings import BenchmarkSettings, CapabilitySettings, WinRateSettings
-    from safedose.capability._summary import CapabilityResults
-    from safedose.capability._tasks import (
-        BENCHMARKS,
-        TASKS_VERSION,
-        Benchmark,
-        resolve_task,
-        resolve_tasks,
-        tasks_dir,
-    )
-    from safedose.capability._validate import validate_pairwise
-    from safedose.capability._winrate import compare, pairwise_judge, win_rate
+    from safedose.capability._summary import CapabilityResults, capability_results, csv_rows, with_clause
+    from safedose.capability._tasks import BENCHMARKS, TASKS_VERSION, Benchmark, resolve_task, resolve_tasks, tasks_dir
+    from safedose.capability._winrate import WIN_RATE_SET, variant_win_rates, win_rate
 
 # Imported on first use, so that `safedose --help` does not load torch.
 _WHERE = {
-    "evaluate_benchmarks": "_harness", "sample_indices": "_harness", "Preference": "_records",
-    "ScoreChange": "_records", "TaskScore": "_records", "WinRate": "_records", "BenchmarkSettings": "_settings",
-    "CapabilitySettings": "_settings", "WinRateSettings": "_settings", "BENCHMARKS": "_tasks",
+    "Plan": "_harness", "benchmark": "_harness", "evaluate_benchmarks": "_harness", "sample_indices": "_harness",
+    "Cells": "_records", "ScoreChange": "_records", "TaskScore": "_records", "WinRate": "_records",
+    "placed": "_records", "change_by_dose": "_report", "report_section": "_report", "BenchmarkSettings": "_settings",
+    "CapabilitySettings": "_settings", "WinRateSettings": "_settings", "CapabilityResults": "_summary",
+    "capability_results": "_summary", "csv_rows": "_summary", "with_clause": "_summary", "BENCHMARKS": "_tasks",
     "TASKS_VERSION": "_tasks", "Benchmark": "_tasks", "resolve_task": "_tasks", "resolve_tasks": "_tasks",
-    "tasks_dir": "_tasks", "pairwise_judge": "_winrate", "compare": "_winrate", "win_rate": "_winrate",
-    "validate_pairwise": "_validate", "CapabilityResults": "_summary",
+    "tasks_dir": "_tasks", "WIN_RATE_SET": "_winrate", "variant_win_rates": "_winrate", "win_rate": "_winrate",
 }  # fmt: skip
 
 __all__ = [
     "BENCHMARKS",
     "TASKS_VERSION",
+    "WIN_RATE_SET",
     "Benchmark",
     "BenchmarkSettings",
     "CapabilityResults",
     "CapabilitySettings",
-    "Preference",
+    "Cells",
+    "Plan",
     "ScoreChange",
     "TaskScore",
     "WinRate",
     "WinRateSettings",
-    "compare",
+    "benchmark",
+    "capability_results",
+    "change_by_dose",
+    "csv_rows",
     "evaluate_benchmarks",
-    "pairwise_judge",
+    "placed",
+    "report_section",
     "resolve_task",
     "resolve_tasks",
     "sample_indices",
     "tasks_dir",
-    "validate_pairwise",
+    "variant_win_rates",
     "win_rate",
+    "with_clause",
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safedose.errors import SafedoseError
+from safedose.paths import data_root
 
 FOUNDRY = "benchmarks/llm-foundry-icl"
 MMLU = "benchmarks/mmlu"
@@ -34,8 +35,6 @@ FILES: dict[str, str] = {
 
 
 def data_path(task: str, root: Path | None = None) -> Path:
-    from safedose.paths import data_root
-
     return (root or data_root()) / FILES[task]
 
 

@@ -13,8 +13,11 @@ from safedose.cache import Cache, cache_key
 from safedose.capability._records import TaskScore
 from safedose.capability._settings import BenchmarkSettings
 from safedose.capability._tasks import TASKS_VERSION, TaskRef, resolve_tasks, task_manager
+from safedose.data import allocate
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file
+from safedose.models import model_hash, resolve_model
+from safedose.run import BASE
 from safedose.stats import Estimate, bootstrap_mean, wilson
 
 if TYPE_CHECKING:
@@ -26,8 +29,6 @@ BINARY = (0.0, 1.0)
 
 def sample_indices(docs: Sequence[Any], n: int | None, *, seed: int, task: str, stratify: str | None) -> list[int]:
     """A seeded sample of `n` item indices (all when `n` is None or larger), stratified by `stratify`, sorted."""
-    from safedose.data._sample import allocate
-
     if n is None or n >= len(docs):
         return list(range(len(docs)))
     strata: dict[str | None, list[int]] = {}
@@ -63,6 +64,11 @@ class Plan:
                                   "num_fewshot": settings.num_fewshot, "batch_size": settings.batch_size}  # fmt: skip
         self.lm_eval_names = {name: leaf["task"] for name, leaf in self.ids.items()}
 
+    @property
+    def items(self) -> int:
+        """Items scored per variant, over every leaf task."""
+        return sum(len(indices) for _, indices in self.leaves.values())
+
 
 def _definition(ref: TaskRef) -> Any:
     """What decides a task's items and scoring: the shipped tasks' version, a YAML's hash, lm-eval's version."""
@@ -82,7 +88,7 @@ def score_loaded(model: Any, tokenizer: Any, variants: Sequence[tuple[str, str |
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from safedose.generate import use_variant
+    from safedose.generate import use_variant  # torch: loaded only when a model is scored
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, softmax_dtype="float32")
@@ -145,7 +151,7 @@ def benchmark(
 ) -> list[TaskScore]:
     """Scores of every variant on every task of `plan`, from the cache where it has them; the model is loaded (or
     `loaded`, a (model, tokenizer) pair, used) only for what is missing."""
-    from safedose.generate._settings import resolve_dtype
+    from safedose.generate import resolve_dtype  # torch: loaded only when a model is scored
 
     def key(adapter: Adapter | None, task: str) -> str:
         return cache_key(kind="benchmark", model=base_hash, adapter=adapter.hash if adapter else None,
@@ -167,7 +173,7 @@ def benchmark(
 
 
 def _load(model_dir: Path, adapters: list[Adapter], dtype: str) -> tuple[Any, Any]:
-    from safedose.generate import load_model, load_tokenizer
+    from safedose.generate import load_model, load_tokenizer  # torch: loaded only when a model is scored
 
     return load_model(model_dir, adapters, dtype), load_tokenizer(model_dir)
 
@@ -188,11 +194,7 @@ def evaluate_benchmarks(
     Every task name and data file is checked before the model loads; the base weights load once and each adapter is
     activated in turn. Results are cached per variant and task (adapter hash, task definition, items, few-shot).
     """
-    from safedose.generate import Adapter
-    from safedose.generate._api import check_base_model
-    from safedose.generate._settings import load_adapter_info
-    from safedose.models import model_hash, resolve_model
-    from safedose.run import BASE
+    from safedose.generate import Adapter, check_base_model, load_adapter_info  # torch: loaded only when scoring
 
     settings = (settings or BenchmarkSettings()).model_copy(update={"tasks": list(tasks)})
     if not settings.tasks:

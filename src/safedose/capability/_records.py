@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeAlias, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from safedose.run import CellFields, CellKey
 from safedose.stats import Interval
 
+# A sweep's cells by variant name.
+Cells: TypeAlias = Mapping[str, CellKey]
 
-class TaskScore(BaseModel):
+
+class TaskScore(CellFields):
     """One lm-eval metric of one variant on one task, with lm-eval's standard error and a 95% interval."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    variant: str
-    dose: int | None = None
-    seed: int | None = None
-    format: str | None = None
     task: str
     metric: str = Field(description="lm-eval's metric name: acc, acc_norm (for truthfulqa-mc2, the MC2 score)")
     value: float | None
@@ -45,29 +48,11 @@ class ScoreChange(BaseModel):
     n: int
 
 
-class Preference(BaseModel):
-    """One pairwise verdict: which answer the judge preferred, and in which order it saw them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    variant: str
-    model_first: bool = Field(description="the variant's answer was shown first (output_1)")
-    winner: str | None = Field(description="`model`, `reference`, `tie`; None: the judge's answer did not parse")
-    model_length: int
-    reference_length: int
-    raw: str = ""
-
-
-class WinRate(BaseModel):
+class WinRate(CellFields):
     """A variant's win-rate against the reference: raw (ties count half) and length-controlled."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    variant: str
-    dose: int | None = None
-    seed: int | None = None
-    format: str | None = None
     judge: str
     reference: str
     n: int = Field(description="verdicts that parsed")
@@ -84,3 +69,11 @@ class WinRate(BaseModel):
     lc_lo: float | None
     lc_hi: float | None
     lc_note: str | None = None
+
+
+Placed = TypeVar("Placed", TaskScore, WinRate)
+
+
+def placed(row: Placed, cells: Cells) -> Placed:
+    """`row` with its variant's cell axes (None for a variant that is not a cell, the untuned base)."""
+    return row.model_copy(update=cells.get(row.variant, CellKey()).as_dict())

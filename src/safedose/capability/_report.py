@@ -3,13 +3,14 @@ changes, and why a part was not measured."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from safedose.capability._records import ScoreChange, TaskScore, WinRate
 from safedose.capability._summary import PRIMARY, CapabilityResults, mean_accuracy
+from safedose.files import write_figure
+from safedose.run import BASE, report_dir
 
 
 def _order(results: CapabilityResults) -> list[tuple[str, int | None, int | None]]:
@@ -23,8 +24,6 @@ def change_by_dose(results: CapabilityResults | None) -> dict[int, float]:
     """Mean benchmark accuracy at each dose (mean over seeds) minus the untuned base's, for the frontier's colour."""
     if results is None or not results.scores:
         return {}
-    from safedose.run import BASE
-
     base = mean_accuracy(results.scores, [BASE])
     if base is None:
         return {}
@@ -64,7 +63,7 @@ def _label(variant: str, dose: int | None, seed: int | None, seeds: int) -> str:
     return f"dose {dose}" + (f" · seed {seed}" if seeds > 1 else "")
 
 
-def section(run: Path, results: CapabilityResults | None) -> dict[str, Any] | None:
+def report_section(run: Path, results: CapabilityResults | None) -> dict[str, Any] | None:
     """What the report's capability section shows, with its figures written to the report folder."""
     if results is None:
         return None
@@ -108,20 +107,12 @@ def _figures(run: Path, results: CapabilityResults, order: Sequence[tuple[str, i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from safedose.files import atomic_open
-    from safedose.run import report_dir
-
     x = {v: k for k, (v, _, _) in enumerate(order)}
     ticks = [("untuned" if d is None else f"{d}" + (f"\ns{s}" if seeds > 1 else "")) for _, d, s in order]
     figures = []
 
     def save(fig: Any, file: str, caption: str) -> None:
-        path = report_dir(run) / file
-        fig.tight_layout()
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        plt.close(fig)
-        figures.append({"file": file, "caption": caption, "data": base64.b64encode(path.read_bytes()).decode()})
+        figures.append({"file": file, "caption": caption, "data": write_figure(fig, report_dir(run) / file)})
 
     def axis(ax: Any, ylabel: str) -> None:
         ax.set_xticks(range(len(order)), ticks, fontsize=8)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.capability._records import ScoreChange, TaskScore, WinRate
+from safedose.run import BASE
 from safedose.stats import NO_ESTIMATE, Estimate, newcombe_paired, paired_bootstrap
 
 PRIMARY = "acc"  # the metric every shipped task reports (TruthfulQA MC2: its MC2 score)
@@ -28,6 +30,16 @@ class CapabilityResults(BaseModel):
     headline_changes: list[ScoreChange] = Field(default_factory=list, description="between the headline's doses")
     win_rates: list[WinRate] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+
+
+def capability_results(scores: Sequence[TaskScore], win_rates: Sequence[WinRate], notes: Sequence[str], *,
+                       headline_dose: int) -> CapabilityResults:  # fmt: skip
+    """The sweep's capability from its variants' scores (placed at their cells) and win-rates: the paired changes
+    from the untuned base and between doses, those between the headline's doses; per item values left out."""
+    return CapabilityResults(tasks=list(dict.fromkeys(s.task for s in scores)),
+                             scores=[s.model_copy(update={"items": {}}) for s in scores],
+                             changes=changes(scores, BASE), headline_changes=headline_changes(scores, headline_dose),
+                             win_rates=list(win_rates), notes=list(notes))  # fmt: skip
 
 
 def _pair(before: dict[str, float], after: dict[str, float]) -> tuple[list[float], list[float]]:
@@ -64,18 +76,18 @@ def mean_change(before: Sequence[TaskScore], after: Sequence[TaskScore], *, seed
 
 
 def changes(scores: Sequence[TaskScore], base: str) -> list[ScoreChange]:
-    """Per seed and format: untuned → lowest dose and each dose → the next, per task and metric and for the mean."""
+    """Per seed and arm: untuned → lowest dose and each dose → the next, per task and metric and for the mean."""
     by_variant: dict[str, list[TaskScore]] = defaultdict(list)
     for s in scores:
         by_variant[s.variant].append(s)
-    cells = {(s.dose, s.seed, s.format): s.variant for s in scores if s.dose is not None}
+    cells = {s.cell: s.variant for s in scores if s.dose is not None}
     out: list[ScoreChange] = []
-    for seed, fmt in sorted({(k[1], k[2]) for k in cells}, key=str):
-        doses = sorted(d for d, s, f in cells if (s, f) == (seed, fmt) and d is not None)
+    for line in sorted({replace(k, dose=None) for k in cells}, key=str):  # one seed of one arm
+        doses = sorted(k.dose for k in cells if replace(k, dose=None) == line and k.dose is not None)
         steps: list[tuple[str, int | None, int]] = [(base, None, doses[0])] * (base in by_variant and bool(doses))
-        steps += [(cells[(a, seed, fmt)], a, b) for a, b in itertools.pairwise(doses)]
+        steps += [(cells[replace(line, dose=a)], a, b) for a, b in itertools.pairwise(doses)]
         for from_variant, from_dose, to_dose in steps:
-            to_variant = cells[(to_dose, seed, fmt)]
+            to_variant = cells[replace(line, dose=to_dose)]
             before, after = by_variant[from_variant], by_variant[to_variant]
             for a in before:
                 b = next((s for s in after if (s.task, s.metric) == (a.task, a.metric)), None)
@@ -113,15 +125,15 @@ def headline_doses(doses: Sequence[int], headline_dose: int) -> tuple[int, int] 
 
 
 def headline_changes(scores: Sequence[TaskScore], headline_dose: int) -> list[ScoreChange]:
-    """Per seed and format: the change of the mean over tasks between the headline's two doses (needs item values)."""
+    """Per seed and arm: the change of the mean over tasks between the headline's two doses (needs item values)."""
     pair = headline_doses([s.dose for s in scores if s.dose is not None], headline_dose)
     if pair is None:
         return []
     low, high = pair
     out = []
-    for seed, fmt in sorted({(s.seed, s.format) for s in scores if s.dose is not None}, key=str):
-        before = [s for s in scores if (s.dose, s.seed, s.format) == (low, seed, fmt)]
-        after = [s for s in scores if (s.dose, s.seed, s.format) == (high, seed, fmt)]
+    for line in sorted({replace(s.cell, dose=None) for s in scores if s.dose is not None}, key=str):
+        before = [s for s in scores if s.cell == replace(line, dose=low)]
+        after = [s for s in scores if s.cell == replace(line, dose=high)]
         if before and after:
             n = sum(len(s.items) for s in before if s.metric == PRIMARY)
             out.append(_change("mean", PRIMARY, before[0].variant, after[0].variant, low, high,
@@ -161,15 +173,15 @@ def csv_rows(results: CapabilityResults) -> list[dict[str, object]]:
     """Benchmark scores and win-rates as rows of metrics.csv (its long format: eval set = task)."""
     rows: list[dict[str, object]] = []
     for s in results.scores:
-        rows.append({"variant": s.variant, "dose": s.dose, "seed": s.seed, "format": s.format, "eval_set": s.task,
+        rows.append({"variant": s.variant, **s.cell.as_dict(), "eval_set": s.task,
                      "category": "all", "metric": s.metric, "value": s.value, "lo": s.lo, "hi": s.hi,
                      "interval": s.interval, "n": s.n, "n_unlabelled": 0})  # fmt: skip
     for w in results.win_rates:
         both = (("win_rate", w.win_rate, w.lo, w.hi, "wilson"),
                 ("lc_win_rate", w.lc_win_rate, w.lc_lo, w.lc_hi, "delta-method"))  # fmt: skip
         for metric, value, lo, hi, interval in both:
-            rows.append({"variant": w.variant, "dose": w.dose, "seed": w.seed, "format": w.format,
-                         "eval_set": "alpaca-eval", "category": "all", "metric": metric, "value": value, "lo": lo,
-                         "hi": hi, "interval": interval if value is not None else "none", "n": w.n,
+            rows.append({"variant": w.variant, **w.cell.as_dict(), "eval_set": "alpaca-eval", "category": "all",
+                         "metric": metric, "value": value, "lo": lo, "hi": hi,
+                         "interval": interval if value is not None else "none", "n": w.n,
                          "n_unlabelled": w.parse_errors})  # fmt: skip
     return rows

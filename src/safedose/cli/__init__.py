@@ -53,10 +53,10 @@ def versions() -> dict[str, str | int]:
     """The package version and the versions of what decides results: run layout, mixing, training, catalogue."""
     from importlib.metadata import version
 
-    from safedose.data._catalog import CATALOG_VERSION
-    from safedose.run._layout import SCHEMA_VERSION
-    from safedose.sweep._plan import MIX_RECIPE_VERSION
-    from safedose.train._fingerprint import RECIPE_VERSION
+    from safedose.data import CATALOG_VERSION  # pydantic: `safedose --help` starts without the dataset catalogue
+    from safedose.run import SCHEMA_VERSION  # pydantic: `safedose --help` starts without the run records
+    from safedose.sweep import MIX_RECIPE_VERSION  # torch: loaded only for the versions
+    from safedose.train import RECIPE_VERSION  # torch: loaded only for the versions
 
     return {"safedose": version("safedose"), "run_schema": SCHEMA_VERSION, "train_recipe": RECIPE_VERSION,
             "mix_recipe": MIX_RECIPE_VERSION, "catalog": CATALOG_VERSION}  # fmt: skip

@@ -37,7 +37,7 @@ def annotate_command(
 ) -> None:
     """Serve a blinded labelling app over a run's answers (`annotate RUN_DIR`), invite annotators, export or
     import labels, or print the agreement summary."""
-    from safedose import annotate as ann
+    from safedose import annotate as ann  # fastapi: loaded only when a run is annotated
 
     if first not in ANNOTATE_ACTIONS:
         if rest:

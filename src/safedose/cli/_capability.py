@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from safedose.cli import _output
+from safedose.files import write_json
 
 
 def capability_command(
@@ -25,9 +26,7 @@ def capability_command(
     cache: Path | None = typer.Option(None, help="SQLite cache of finished scores (default: none)."),
 ) -> None:
     """Score a model and its adapters on lm-evaluation-harness tasks, loading the base weights once."""
-    from safedose.capability._harness import evaluate_benchmarks
-    from safedose.capability._settings import BenchmarkSettings
-    from safedose.files import write_json
+    from safedose.capability import BenchmarkSettings, evaluate_benchmarks  # `safedose --help` stays light
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     settings = BenchmarkSettings(tasks=names, limit=limit, sample_seed=seed, num_fewshot=num_fewshot,

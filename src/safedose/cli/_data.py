@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from safedose.cli import _output
 from safedose.errors import SafedoseError
+from safedose.paths import data_root
 
 data_app = typer.Typer(help="Datasets: list, show, fetch and mix.", no_args_is_help=True)
 
@@ -20,8 +21,7 @@ def data_list(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
 ) -> None:
     """Every registered dataset: kind, rows, licence, and where it resolved (or why not)."""
-    from safedose.data import DATASETS, load_any, resolve
-    from safedose.paths import data_root
+    from safedose.data import DATASETS, load_any, resolve  # pydantic: --help stays light
 
     root = data_root()
     entries = []
@@ -54,7 +54,7 @@ def _rows_cell(rows: object, expected: object) -> str:
 @data_app.command("show")
 def data_show(name: str, n: int = typer.Option(3, "--n", help="How many records to print.")) -> None:
     """The definition of a dataset and its first records (a registered name, a file or hf:<id>)."""
-    from safedose.data import DATASETS, load_any, load_raw
+    from safedose.data import DATASETS, load_any, load_raw  # pydantic: --help stays light
 
     if name in DATASETS:
         spec = DATASETS.get(name)
@@ -78,7 +78,7 @@ def data_show(name: str, n: int = typer.Option(3, "--n", help="How many records 
 @data_app.command("fetch")
 def data_fetch(name: str, force: bool = typer.Option(False, help="Download even if present.")) -> None:
     """Download a dataset's upstream files into the data root and verify their sha256."""
-    from safedose.data import fetch
+    from safedose.data import fetch  # pydantic: --help stays light
 
     for path in fetch(name, force=force):
         _output.console.print(f"ok {escape(str(path))}")
@@ -125,10 +125,9 @@ def data_build_safety(
 ) -> None:
     """Build safety demonstrations: harmful prompts (each harmful on its own), a responder's answers, kept when they
     refuse; a rerun asks nothing twice."""
-    from safedose.data import build_safety
-    from safedose.data._build_safety import datasheet_path
-    from safedose.data._formats import check_form
-    from safedose.generate import parse_decoding
+    from safedose.build import build_safety, datasheet_path  # pydantic: --help stays light
+    from safedose.data import check_form  # pydantic: --help stays light
+    from safedose.generate import parse_decoding  # pydantic: --help stays light
 
     decoding = parse_decoding({"max_new_tokens": max_new_tokens, "dtype": dtype}, source="build-safety")
     sheet = build_safety(
@@ -154,8 +153,7 @@ def data_convert_format(
     dtype: str = typer.Option("auto", help="hf: auto, fp32, bf16 or fp16."),
 ) -> None:
     """Rewrite prompts between instruction and question form; every rewrite is checked, failures retried or dropped."""
-    from safedose.data import convert_file
-    from safedose.data._formats import datasheet_path, rewrite_decoding
+    from safedose.build import convert_file, datasheet_path, rewrite_decoding  # pydantic: --help stays light
 
     sheet = convert_file(source, to=to, responder=responder, out=out, cache=cache, base_url=base_url,
                          concurrency=concurrency, decoding=rewrite_decoding(dtype=dtype), progress=True)  # fmt: skip
@@ -181,7 +179,7 @@ def data_mix(
     eval_set: list[str] | None = typer.Option(None, help="Eval sets for the contamination check (default: all)."),
 ) -> None:
     """Mix exactly N safety rows into the same base sample for each dose N."""
-    from safedose.data import FormSource, mix
+    from safedose.data import FormSource, mix  # pydantic: --help stays light
 
     forms = None
     if questions is not None and format_responder is not None:
@@ -189,7 +187,7 @@ def data_mix(
     if questions is not None:
         forms = FormSource.from_file(questions)
     elif format_responder is not None:
-        from safedose.data._formats import make_rewriter
+        from safedose.build import make_rewriter  # pydantic: --help stays light
 
         forms = FormSource(responder=make_rewriter(format_responder, cache=out.with_name(out.name + ".formats.sqlite")))
     result = mix(

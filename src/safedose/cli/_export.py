@@ -20,7 +20,7 @@ def export_command(
     force: bool = typer.Option(False, help="Replace existing outputs."),
 ) -> None:
     """Merge an adapter into its base model and write HF weights (--merged DIR) and / or a GGUF file (--gguf FILE)."""
-    from safedose.export import export
+    from safedose.export import export  # torch: loaded only when an adapter is exported
 
     result = export(adapter, merged=merged, gguf=gguf, dtype=dtype, base=base, allow_base_mismatch=allow_base_mismatch,
                     force=force)  # fmt: skip

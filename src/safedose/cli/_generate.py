@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from safedose.cli import _output
 from safedose.errors import SafedoseError
+from safedose.files import write_jsonl
 
 
 def generate_command(
@@ -39,9 +40,8 @@ def generate_command(
     concurrency: int = typer.Option(8, help="openai backend: requests in flight."),
 ) -> None:
     """Complete eval prompts with a model and its adapters; a rerun reuses every finished row."""
-    from safedose.data import load_eval_prompts, sample_prompts
-    from safedose.files import write_jsonl
-    from safedose.generate import OpenAISettings, generate, parse_decoding
+    from safedose.data import load_eval_prompts, sample_prompts  # pydantic: --help stays light
+    from safedose.generate import BACKENDS, OpenAISettings, generate, parse_decoding  # torch: loaded only to generate
 
     decoding = parse_decoding(
         {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": sample, "temperature": temperature,
@@ -52,10 +52,10 @@ def generate_command(
     if mode not in ("chat", "completions"):
         raise SafedoseError(f"--mode {mode!r}: choose chat or completions")
     settings = OpenAISettings(base_url=base_url, mode=mode, concurrency=concurrency)
-    if backend not in ("hf", "vllm", "openai"):
+    if backend not in BACKENDS:
         raise SafedoseError(f"--backend {backend!r}: choose hf, vllm or openai")
     rows = generate(
-        model, adapter or [], prompts, template=template, decoding=decoding, backend=backend,  # type: ignore[arg-type]
+        model, adapter or [], prompts, template=template, decoding=decoding, backend=backend,
         include_base=base, cache=cache or out.parent / "cache.sqlite", allow_template_mismatch=allow_template_mismatch,
         allow_base_mismatch=allow_base_mismatch, openai=settings,
     )  # fmt: skip

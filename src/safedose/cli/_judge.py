@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from safedose.cache import Cache
 from safedose.cli import _output
 from safedose.errors import SafedoseError
+from safedose.files import write_json, write_jsonl
 
 
 def judge_command(
@@ -26,9 +28,16 @@ def judge_command(
     as_json: bool = typer.Option(False, "--json", help="list: print a JSON object instead of a table."),
 ) -> None:
     """Judge rows (`judge NAME --input F --output G`), list the judges, build one, or validate it against humans."""
-    from safedose.cache import Cache
-    from safedose.files import write_json, write_jsonl
-    from safedose.judges import build, get_judge, judge_id, judge_rows, list_judges, read_rows, validate
+    from safedose.annotate import judge_labels, training_labels  # fastapi: loaded only when a judge command runs
+    from safedose.judges import (  # numpy, pydantic: --help stays light
+        build,
+        get_judge,
+        judge_id,
+        judge_rows,
+        list_judges,
+        read_rows,
+        validate,
+    )
 
     if name == "list":
         judges = list_judges()
@@ -44,17 +53,18 @@ def judge_command(
         if not target:
             raise SafedoseError(f"judge {name}: give a judge name, e.g. `safedose judge {name} refusal`")
         if name == "build":
-            built = build(target, extra_labels=extra_labels)
+            labels = None if extra_labels is None else training_labels(extra_labels)
+            built = build(target, human_labels=labels)
             count = getattr(built, "human_labels", 0)
             trained = f" (trained with {count} human labels from {extra_labels})" if extra_labels else ""
             _output.console.print(f"{escape(judge_id(built))} is ready{escape(trained)}", soft_wrap=True)
             return
         if human is not None:
-            from safedose.annotate import judge_against_humans
+            from safedose.annotate import judge_against_humans  # fastapi: loaded only when a judge command runs
 
             metrics = judge_against_humans(human, target)
         else:
-            metrics = validate(target, limit=limit)
+            metrics = validate(target, limit=limit, human_labels=judge_labels(target))
         _output.console.print_json(json.dumps(metrics))
         if output:
             write_json(output, metrics)
@@ -62,7 +72,7 @@ def judge_command(
     if input is None or output is None:
         raise SafedoseError("judge NAME: give --input and --output")
     rows = read_rows(input)
-    judge = get_judge(name)
+    judge = get_judge(name, human_labels=judge_labels(name))
     with Cache(cache or output.parent / "cache.sqlite") as store:
         judged = judge_rows(judge, rows, cache=store)
     write_jsonl(output, judged)

@@ -6,6 +6,7 @@ import typer
 from rich.markup import escape
 
 from safedose.cli import _output
+from safedose.models import EMBEDDED, is_prepared, model_hash, prepare, prepared_dir
 
 models_app = typer.Typer(help="Models: the embedded default and its preparation.", no_args_is_help=True)
 
@@ -13,7 +14,6 @@ models_app = typer.Typer(help="Models: the embedded default and its preparation.
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table.")) -> None:
     """The embedded models and whether they are prepared."""
-    from safedose.models import EMBEDDED, is_prepared, prepared_dir
 
     entries, shown = [], []
     for name in EMBEDDED:
@@ -29,7 +29,6 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON
 @models_app.command("prepare")
 def models_prepare(name: str, force: bool = typer.Option(False, help="Convert again.")) -> None:
     """Convert an embedded model into a local HF model directory in the cache."""
-    from safedose.models import model_hash, prepare
 
     with _output.console.status(f"preparing {name}"):
         path = prepare(name, force=force)

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from safedose.paths import VERBOSITY
+
 console = Console()
 
 
@@ -54,8 +56,6 @@ def set_verbosity(level: int) -> None:
     training processes, through the environment); `-v` shows them."""
     import os
     import warnings
-
-    from safedose.paths import VERBOSITY
 
     os.environ[VERBOSITY] = str(level)
     if level >= 1:

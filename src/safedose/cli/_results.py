@@ -12,8 +12,8 @@ from safedose.cli import _output
 
 def report_command(run_dir: Path = typer.Argument(..., help="A sweep's run directory.")) -> None:
     """Re-render a sweep's report/index.html from its results."""
-    from safedose.report import write_report
-    from safedose.run import open_run, read_metrics
+    from safedose.report import write_report  # numpy, pydantic: --help stays light
+    from safedose.run import open_run, read_metrics  # pydantic: --help stays light
 
     read_metrics(open_run(run_dir))
     _output.console.print(f"report: {escape(str(write_report(run_dir)))}")
@@ -29,9 +29,9 @@ def recommend_command(
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as a JSON object."),
 ) -> None:
     """The smallest dose that meets a target, from a finished run: writes results/recommendation.json and the report."""
-    from safedose.recommend import parse_target
-    from safedose.report import load_recommendation, write_report
-    from safedose.run import open_run, read_metrics, recommendation_path
+    from safedose.recommend import parse_target  # numpy, pydantic: --help stays light
+    from safedose.report import load_recommendation, write_report  # numpy, pydantic: --help stays light
+    from safedose.run import open_run, read_metrics, recommendation_path  # pydantic: --help stays light
 
     goal = parse_target(target) if target is not None else None
     read_metrics(open_run(run_dir))

@@ -20,7 +20,7 @@ def serve_command(
     max_tokens: int = typer.Option(256, help="Default max_tokens when a request gives none."),
 ) -> None:
     """Serve the model and adapters through OpenAI-compatible endpoints (/v1/chat/completions, ...)."""
-    from safedose.serve import serve
+    from safedose.serve import serve  # torch: loaded only when a model is served
 
     serve(model, adapter or [], host=host, port=port, template=template, dtype=dtype, max_batch_size=max_batch_size,
           max_tokens=max_tokens)  # fmt: skip

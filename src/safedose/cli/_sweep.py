@@ -34,7 +34,7 @@ def sweep_command(
     ),
 ) -> None:
     """Run the whole dose-response study; rerun the same command to finish an interrupted one."""
-    from safedose.sweep import load_sweep_config, search, start_config, sweep
+    from safedose.sweep import load_sweep_config, search, start_config, sweep  # torch: loaded only for a sweep
 
     extra = [f"executor={executor}"] if executor else []
     extra += [f"ray.address={address}"] if address else []
@@ -77,8 +77,13 @@ def _jsonable(value: Any) -> Any:
 
 def _dry_run(settings: SweepConfig, *, device_memory: str | None, strict: bool, as_json: bool) -> None:
     """The plan: every step with its status and estimate, the headline estimate, Ray's resources and the memory."""
-    from safedose.sweep import plan
-    from safedose.sweep._memory import detect_device_memory, parse_size, print_memory, sweep_memory
+    from safedose.sweep import (  # torch: loaded only when a sweep is planned
+        detect_device_memory,
+        parse_size,
+        plan,
+        print_memory,
+        sweep_memory,
+    )
 
     steps = plan(settings)
     headline, total = _estimate(steps)
@@ -88,7 +93,7 @@ def _dry_run(settings: SweepConfig, *, device_memory: str | None, strict: bool, 
         for column in ("step", "status", "estimate", "detail"):
             table.add_column(column, overflow="fold")
         for step in steps:
-            estimate = "-" if step.status == "cached" else _output.duration(step.seconds)
+            estimate = _output.duration(step.seconds) if step.needs_work else "-"
             table.add_row(escape(step.name), step.status, estimate, escape(step.detail))
         _output.console.print(table)
         _output.say(headline)
@@ -112,7 +117,7 @@ def _dry_run(settings: SweepConfig, *, device_memory: str | None, strict: bool, 
         memory, estimates = {"device": device, "device_bytes": size, "error": str(e)}, []
     _output.print_json({
         "run_dir": str(settings.run_dir),
-        "steps": [{"name": s.name, "status": s.status, "seconds": None if s.status == "cached" else s.seconds,
+        "steps": [{"name": s.name, "status": s.status, "seconds": s.seconds if s.needs_work else None,
                    "detail": s.detail} for s in steps],
         "estimate": {"seconds": total, "headline": headline},
         "ray_resource_problems": resources if settings.executor == "ray" else [],
@@ -125,7 +130,7 @@ def _dry_run(settings: SweepConfig, *, device_memory: str | None, strict: bool, 
 
 def _estimate(steps: list[Step]) -> tuple[str, float | None]:
     """The headline: the time of the steps to run when every one was measured here, else `unknown` and why."""
-    todo = [s for s in steps if s.status != "cached"]
+    todo = [s for s in steps if s.needs_work]
     if not todo:
         return "estimated time: 0 s: every step is finished (a rerun reads the results back)", 0.0
     known = [s.seconds for s in todo if s.seconds is not None]
@@ -142,7 +147,7 @@ def _ray_check(settings: SweepConfig) -> list[str]:
     an address is not contacted by a dry run."""
     if settings.executor != "ray":
         return []
-    from safedose.sweep._executor import local_resources, resource_problems
+    from safedose.sweep import local_resources, resource_problems  # torch: loaded only when a sweep is planned
 
     if settings.ray.address:
         return [f"the resources of {settings.ray.address} are checked when the sweep connects, not in a dry run"]

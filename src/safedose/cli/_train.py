@@ -16,7 +16,7 @@ def train_command(
     force: bool = typer.Option(False, help="Train again when output_dir holds an adapter of other settings."),
 ) -> None:
     """LoRA-tune a model on an instruction file; rerun the same command to resume."""
-    from safedose.train import load_config, train
+    from safedose.train import load_config, train  # torch: loaded only when a model is trained
 
     result = train(load_config(config, overrides), force=force)
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f} at step {result.best_step}"

@@ -24,6 +24,7 @@ from safedose.data._records import EvalPrompt, InstructionRecord
 from safedose.data._sources import load_eval_prompts, load_instructions
 from safedose.errors import InputError, SafedoseError
 from safedose.files import publish_dir, sha256_file, write_json, write_jsonl
+from safedose.models import resolve_model
 
 if TYPE_CHECKING:
     from safedose.data._formats import FormSource
@@ -77,6 +78,7 @@ def mix(
     tokenizer: str = "smollm2-135m-instruct",
     eval_sets: Sequence[str] | None = None,
     forms: FormSource | None = None,
+    base_excludes: Sequence[str] = (),
 ) -> MixResult:
     """Write `mix-n{N}.train.jsonl` / `.val.jsonl` for every dose N, `base-test.jsonl` and `datasheet.json` to `out`.
 
@@ -88,6 +90,9 @@ def mix(
     With `forms` (where question-form prompts come from), the safety rows are the items that have both an instruction
     and a question form, in the same order for every `format`: `instruction` and `question` use one form throughout,
     `mixed` half and half (which one, by the seed). Items without a pair are dropped from every format.
+
+    `base_excludes` are other safety sources whose rows leave the base pool as this one's do: mixes of several
+    sources with the same seed then train on the same base rows.
     """
     doses = _check_doses(doses)
     if format not in FORMATS:
@@ -108,6 +113,9 @@ def mix(
     seen_exact: set[tuple[str, str, str]] = set()
     seen_prompt: set[str] = set()
     for name in ("safety", "base"):  # safety first: a base row that repeats a safety row leaves the base pool
+        if name == "base":
+            for other in base_excludes:  # seen, not kept: only the base pool is filtered by them
+                dedup(load_instructions(other), seen_exact=seen_exact, seen_prompt=seen_prompt)
         pools[name], counts = dedup(pools[name], seen_exact=seen_exact, seen_prompt=seen_prompt)
         dropped[name].update(counts)
 
@@ -189,6 +197,11 @@ def mix(
             "per_dose": per_dose,
             "files": files,
         }
+        if base_excludes:
+            datasheet["base_excludes"] = {
+                "sources": list(base_excludes),
+                "why": "rows of the other safety sources compared also leave the base pool",
+            }
         if forms_sheet is not None:
             datasheet["formats"] = {k: v for k, v in forms_sheet.items() if k != "forms"}
         write_json(staging / "datasheet.json", datasheet)
@@ -293,8 +306,6 @@ def _form_of(format: str, position: int, seed: int) -> str:
 
 def _drop_long(rows: list[InstructionRecord], max_tokens: int, tokenizer: str) -> tuple[list[InstructionRecord], int]:
     from transformers import AutoTokenizer
-
-    from safedose.models import resolve_model
 
     if not rows:
         return rows, 0

@@ -1,5 +1,5 @@
-"""Evaluation: metric records with their intervals, dose differences, the dose-trend test, and judge-free
-capability measures, and judges' agreement with each other on the study's answers."""
+"""Evaluation: metric records with their intervals, dose differences, the dose-trend test, and judges' agreement
+with each other on the study's answers."""
 
 from safedose.evaluate._agreement import (
     AGREEMENT_DEFINITION,
@@ -8,8 +8,8 @@ from safedose.evaluate._agreement import (
     AgreementRow,
     judge_agreement,
 )
-from safedose.evaluate._capability import mean_token_nll
 from safedose.evaluate._cross_format import CrossFormat, CrossFormatRow, FormatDifferenceRow, cross_format
+from safedose.evaluate._differences import DifferenceRow, dose_differences
 from safedose.evaluate._metrics import (
     BINARY_METRICS,
     CONTINUOUS_METRICS,
@@ -17,17 +17,10 @@ from safedose.evaluate._metrics import (
     DEFINITIONS,
     INTERVALS,
     METRICS,
-    TREND_MODEL,
-    DifferenceRow,
     MetricRow,
     PooledRow,
-    TrendFit,
-    TrendRow,
     answer_values,
     cell_metrics,
-    cell_trend,
-    dose_differences,
-    dose_trend,
     estimate,
     pooled_metrics,
     pooled_name,
@@ -39,6 +32,8 @@ from safedose.evaluate._robustness import (
     prompt_outcomes,
     robustness_rows,
 )
+from safedose.evaluate._sources import SOURCE_METRICS, CrossSource, SourceDifferenceRow, cross_source
+from safedose.evaluate._trend import TREND_MODEL, TrendFit, TrendRow, cell_trend, dose_trend
 
 __all__ = [
     "AGREEMENT_DEFINITION",
@@ -52,26 +47,29 @@ __all__ = [
     "REFUSAL_FIELD",
     "ROBUSTNESS_DEFINITIONS",
     "ROBUSTNESS_METRICS",
+    "SOURCE_METRICS",
     "TREND_MODEL",
     "AgreementRow",
     "CrossFormat",
     "CrossFormatRow",
+    "CrossSource",
     "DifferenceRow",
     "FormatDifferenceRow",
     "MetricRow",
     "PooledRow",
     "RobustnessRow",
+    "SourceDifferenceRow",
     "TrendFit",
     "TrendRow",
     "answer_values",
     "cell_metrics",
     "cell_trend",
     "cross_format",
+    "cross_source",
     "dose_differences",
     "dose_trend",
     "estimate",
     "judge_agreement",
-    "mean_token_nll",
     "pooled_metrics",
     "pooled_name",
     "prompt_outcomes",

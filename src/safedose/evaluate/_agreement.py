@@ -8,10 +8,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from safedose.evaluate._metrics import Variant, variants
-from safedose.run import JudgedAnswer
+from safedose.run import CellFields, JudgedAnswer
 from safedose.stats import cohen_kappa, kappa_interval, wilson
 
 Question = Literal["complied", "refused"]
@@ -47,15 +47,11 @@ AGREEMENT_DEFINITION = (
 )
 
 
-class AgreementRow(BaseModel):
+class AgreementRow(CellFields):
     """Two judges on one variant's answers to one kind of prompt: how often they give the same yes / no answer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    variant: str
-    dose: int | None
-    seed: int | None
-    format: str | None
     set_role: SetRole = Field(description="`harm`: unsafe prompts; `over_refusal`: safe prompts")
     eval_sets: list[str]
     question: Question
@@ -123,7 +119,7 @@ def pair_row(v: Variant, set_role: SetRole, question: Question, answers: Sequenc
     agree = sum(p == q for p, q in both)
     lo, hi = wilson(agree, len(both)) if both else (None, None)
     return AgreementRow(
-        variant=v.name, dose=v.dose, seed=v.seed, format=v.format, set_role=set_role,
+        variant=v.name, **v.key.as_dict(), set_role=set_role,
         eval_sets=sorted({x.eval_set for x in answers}), question=question, role_a=a, role_b=b,
         judge_a=judges[a], judge_b=judges[b], n=len(both), n_unlabelled=len(labels) - len(both),
         unlabelled_a=sum(p is None for p, _, _ in labels), unlabelled_b=sum(q is None for _, q, _ in labels),
@@ -154,5 +150,6 @@ def judge_agreement(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[
 
 
 def _order(r: AgreementRow) -> tuple[Any, ...]:
-    """Untuned rows first, then by format, dose and seed; harm sets before over-refusal sets."""
-    return (r.dose is not None, str(r.format), r.dose or 0, r.seed or 0, r.variant, r.set_role != "harm")
+    """Untuned rows first, then by arm, dose and seed; harm sets before over-refusal sets."""
+    key = r.cell
+    return (key.tuned, key.arm.sort_key(), r.dose or 0, r.seed or 0, r.variant, r.set_role != "harm")

@@ -9,26 +9,26 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from safedose.data import DATASETS, FORMS, detect_form
+from safedose.evaluate._differences import Pairs, at_least_newcombe, paired_values
 from safedose.evaluate._metrics import (
     BINARY_METRICS,
     CONTINUOUS_METRICS,
     DEFAULT_HARMFUL_COMPLIANCE,
-    Pairs,
-    _at_least_newcombe,
-    _at_least_wilson,
-    _matrix,
-    _pairs,
+    at_least_wilson,
     estimate,
     observations,
     pooled_name,
+    seeds_by_prompts,
     variants,
 )
-from safedose.run import JudgedAnswer
+from safedose.run import CellFields, CellKey, JudgedAnswer, safety_field
 from safedose.stats import Interval, hierarchical_bootstrap, newcombe_paired, paired_bootstrap
 
 INFERRED_FORM_SHARE = 0.9
@@ -40,16 +40,13 @@ def all_sets_label(form: str) -> str:
     return f"all {form}-form sets"
 
 
-class CrossFormatRow(BaseModel):
+class CrossFormatRow(CellFields):
     """Harmful compliance of one variant (a cell, a dose pooled over seeds, or the untuned model) on one eval set, or
-    on every set of one form together (`eval_set` = `all <form>-form sets`)."""
+    on every set of one form together (`eval_set` = `all <form>-form sets`). `seed` is None for the untuned model and
+    for rows pooled over seeds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    variant: str
-    dose: int | None
-    seed: int | None = Field(description="None for the untuned model and for rows pooled over seeds")
-    format: str | None = Field(description="the training format (None: untuned)")
     form: str = Field(description="the form of the eval set's prompts")
     eval_set: str
     sets: list[str]
@@ -71,6 +68,7 @@ class FormatDifferenceRow(BaseModel):
 
     metric: str
     dose: int
+    safety: str | None = safety_field()
     form: str
     eval_set: str
     from_format: str
@@ -100,9 +98,6 @@ class CrossFormat(BaseModel):
 
 def eval_set_forms(answers: Sequence[JudgedAnswer]) -> tuple[dict[str, str], dict[str, str]]:
     """The form of each unsafe eval set among the answers, and where it came from (catalogue or inferred)."""
-    from safedose.data import DATASETS, detect_form
-    from safedose.data._formats import FORMS
-
     prompts: dict[str, dict[str, str]] = defaultdict(dict)
     for a in answers:
         if a.expected_label == "unsafe":
@@ -154,74 +149,76 @@ def cross_format(
         usable = [x for x in values.values() if x is not None]
         est = estimate(metric, usable)
         rows.append(CrossFormatRow(
-            variant=variant, dose=v.dose, seed=v.seed, format=v.format, form=form, eval_set=group,
+            variant=variant, **v.key.as_dict(), form=form, eval_set=group,
             sets=sets_of(form, group), metric=metric, value=est.value, lo=est.lo, hi=est.hi, interval=est.interval,
             n=len(usable), n_unlabelled=len(values) - len(usable), seeds=[] if v.seed is None else [v.seed],
         ))  # fmt: skip
 
-    tuned: dict[tuple[int, str | None, str, str], dict[int, dict[str, float | None]]] = defaultdict(dict)
+    tuned: Tuned = defaultdict(dict)
     for (variant, form, group), values in groups.items():
         v = info[variant]
         if v.dose is not None and v.seed is not None:
-            tuned[(v.dose, v.format, form, group)][v.seed] = values
-    for (dose, fmt, form, group), by_seed in sorted(tuned.items(), key=lambda kv: str(kv[0])):
+            tuned[(v.dose, v.key.arm, form, group)][v.seed] = values
+    for (dose, arm, form, group), by_seed in sorted(tuned.items(), key=lambda kv: str(kv[0])):
         if len(by_seed) < 2:
             continue
-        seeds, matrix = _matrix(by_seed)
+        seeds, matrix = seeds_by_prompts(by_seed)
         est = hierarchical_bootstrap(matrix)
         if metric in BINARY_METRICS:
-            est = _at_least_wilson(est, matrix)
+            est = at_least_wilson(est, matrix)
         n = int((~np.isnan(matrix)).sum())
         rows.append(CrossFormatRow(
-            variant=pooled_name(dose, fmt), dose=dose, seed=None, format=fmt, form=form, eval_set=group,
+            variant=pooled_name(dose, arm), dose=dose, seed=None, **arm.arm_dict(), form=form, eval_set=group,
             sets=sets_of(form, group), metric=metric, value=est.value, lo=est.lo, hi=est.hi, interval=est.interval,
             n=n, n_unlabelled=sum(len(p) for p in by_seed.values()) - n, seeds=seeds,
         ))  # fmt: skip
 
-    formats = sorted({f for (_, f, _, _) in tuned if f is not None})
+    formats = sorted({arm.format for (_, arm, _, _) in tuned if arm.format is not None})
     reference = REFERENCE_FORMAT if REFERENCE_FORMAT in formats else (formats[0] if formats else None)
     differences = _differences(tuned, formats, reference, metric)
     return CrossFormat(metric=metric, forms=forms, form_source=form_source, reference_format=reference, rows=rows,
                        differences=differences)  # fmt: skip
 
 
-def _differences(
-    tuned: Mapping[tuple[int, str | None, str, str], Mapping[int, Mapping[str, float | None]]],
-    formats: Sequence[str],
-    reference: str | None,
-    metric: str,
-) -> list[FormatDifferenceRow]:
-    """Each training format against the reference format at the same dose and seed, paired over prompts."""
+Tuned = dict[tuple[int, CellKey, str, str], dict[int, dict[str, float | None]]]  # (dose, arm, form, set) -> seeds
+
+
+def _differences(tuned: Tuned, formats: Sequence[str], reference: str | None, metric: str) -> list[FormatDifferenceRow]:
+    """Each training format against the reference format at the same dose, seed and safety source, paired over
+    prompts."""
     rows: list[FormatDifferenceRow] = []
-    keys = sorted({(dose, form, group) for (dose, _, form, group) in tuned})
+    keys = sorted({(dose, arm.safety or "", form, group) for (dose, arm, form, group) in tuned})
     for to_format in (f for f in formats if f != reference):
-        for dose, form, group in keys:
-            before, after = tuned.get((dose, reference, form, group)), tuned.get((dose, to_format, form, group))
+        for dose, safety, form, group in keys:
+            arm = CellKey(format=reference, safety=safety or None)
+            before = tuned.get((dose, arm, form, group))
+            after = tuned.get((dose, replace(arm, format=to_format), form, group))
             if not before or not after:
                 continue
             per_seed: dict[int, Pairs] = {}
             for seed in sorted(set(before) & set(after)):
-                pairs = _pairs(before[seed], after[seed])
+                pairs = paired_values(before[seed], after[seed])
                 usable = [p for p in pairs.values() if p is not None]
                 xs, ys = [x for x, _ in usable], [y for _, y in usable]
                 est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
                 rows.append(FormatDifferenceRow(
-                    metric=metric, dose=dose, form=form, eval_set=group, from_format=str(reference),
-                    to_format=to_format, seeds=[seed], pooled=False, value=est.value, lo=est.lo, hi=est.hi,
-                    interval=est.interval, n=len(usable), n_unlabelled=len(pairs) - len(usable),
+                    metric=metric, dose=dose, safety=arm.safety, form=form, eval_set=group,
+                    from_format=str(reference), to_format=to_format, seeds=[seed], pooled=False, value=est.value,
+                    lo=est.lo, hi=est.hi, interval=est.interval, n=len(usable), n_unlabelled=len(pairs) - len(usable),
                 ))  # fmt: skip
                 per_seed[seed] = pairs
             if len(per_seed) >= 2:
                 diffs = {s: {i: None if p is None else p[1] - p[0] for i, p in pairs.items()}
                          for s, pairs in per_seed.items()}  # fmt: skip
-                seeds, matrix = _matrix(diffs)
+                seeds, matrix = seeds_by_prompts(diffs)
                 est = hierarchical_bootstrap(matrix)
                 if metric in BINARY_METRICS:
-                    est = _at_least_newcombe(est, per_seed)
+                    est = at_least_newcombe(est, per_seed)
                 n = int((~np.isnan(matrix)).sum())
                 rows.append(FormatDifferenceRow(
-                    metric=metric, dose=dose, form=form, eval_set=group, from_format=str(reference),
-                    to_format=to_format, seeds=seeds, pooled=True, value=est.value, lo=est.lo, hi=est.hi,
-                    interval=est.interval, n=n, n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
+                    metric=metric, dose=dose, safety=arm.safety, form=form, eval_set=group,
+                    from_format=str(reference), to_format=to_format, seeds=seeds, pooled=True, value=est.value,
+                    lo=est.lo, hi=est.hi, interval=est.interval, n=n,
+                    n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
                 ))  # fmt: skip
     return rows

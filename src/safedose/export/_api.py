@@ -14,7 +14,6 @@ from typing import Any
 from safedose.errors import SafedoseError
 from safedose.export._gguf import GgufType, check_supported, tensors_of_dir, tensors_of_model, write_gguf
 from safedose.export._merge import (
-    TORCH_DTYPES,
     ExportDtype,
     ResolvedBase,
     config_dtype,
@@ -25,8 +24,8 @@ from safedose.export._merge import (
 )
 from safedose.export._vocab import adds_bos, read_vocab
 from safedose.files import honour_umask, write_json
-from safedose.generate import Adapter
-from safedose.generate._settings import evaluated_dtype
+from safedose.generate import Adapter, evaluated_dtype
+from safedose.models import torch_dtype
 from safedose.templates import alpaca_chat_template
 
 RECORD = "safedose-export.json"
@@ -204,7 +203,7 @@ def _save_merged(model: Any, tokenizer: Any, out: Path, *, dtype: str, adapter: 
     import torch
     import transformers
 
-    model.to(TORCH_DTYPES[dtype])
+    model.to(torch_dtype(dtype))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {

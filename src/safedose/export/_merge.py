@@ -11,11 +11,10 @@ import torch
 
 from safedose.errors import SafedoseError
 from safedose.generate import Adapter, load_adapter_info
-from safedose.models import model_hash, resolve_model
+from safedose.models import PRECISIONS, Precision, model_hash, resolve_model
 
-ExportDtype = Literal["auto", "fp32", "bf16", "fp16"]
-DTYPES: tuple[ExportDtype, ...] = ("auto", "fp32", "bf16", "fp16")
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+ExportDtype = Literal["auto", Precision]
+DTYPES: tuple[ExportDtype, ...] = ("auto", *PRECISIONS)
 _CONFIG_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 

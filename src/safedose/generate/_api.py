@@ -12,13 +12,14 @@ from safedose.attacks import AttackedPrompt, AttackInfo
 from safedose.cache import Cache, cache_key
 from safedose.data import EvalPrompt
 from safedose.errors import SafedoseError
-from safedose.generate._hf import Job, run_hf
+from safedose.generate._hf import run_hf
+from safedose.generate._jobs import Backend, Job, load_tokenizer
 from safedose.generate._openai import OpenAISettings, run_openai
 from safedose.generate._settings import Adapter, Decoding, choose_template, load_adapter_info
 from safedose.generate._vllm import VllmSettings, run_vllm
+from safedose.models import model_hash, resolve_model
 from safedose.templates import render_prompt
 
-Backend = Literal["hf", "vllm", "openai"]
 TABLE = "generations"
 
 
@@ -84,9 +85,6 @@ def generate(
         chosen = choose_template(infos, template, allow_mismatch=allow_template_mismatch, default="alpaca")
         chosen = "server" if settings.mode == "chat" else chosen  # chat: the server applies the model's template
     else:
-        from safedose.generate._hf import load_tokenizer
-        from safedose.models import model_hash, resolve_model
-
         model_dir = resolve_model(model)
         base_id = model_hash(model_dir)
         if not allow_base_mismatch:

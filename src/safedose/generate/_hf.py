@@ -5,41 +5,15 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from safedose.generate._settings import TORCH_DTYPES, Adapter, Decoding, merges_adapters, resolve_dtype
-
-
-class Job(NamedTuple):
-    """One prompt to complete with one variant (`None` = the base model without adapters). `prefill`: token ids the
-    answer starts with, placed after the prompt's ids (a prefilled answer); the model continues from them."""
-
-    key: str
-    variant: str | None
-    text: str
-    prefill: tuple[int, ...] = ()
-
-
-def prompt_token_ids(tokenizer: Any, text: str, prefill: Sequence[int], *, add_special_tokens: bool) -> list[int]:
-    """The ids a job's prompt is generated from: the rendered prompt tokenised as training tokenises it, then the
-    prefill's ids, so the prefix starts exactly where a trained answer starts (no token merges across the two)."""
-    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]) + list(prefill)
-
-
-Done = Callable[[dict[str, dict[str, Any]]], None]
-
-
-def load_tokenizer(model_dir: str | Path) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+from safedose.generate._jobs import Done, Job, load_tokenizer, prompt_token_ids, truncate_at_stop
+from safedose.generate._settings import Adapter, Decoding, merges_adapters, resolve_dtype
+from safedose.models import torch_dtype
 
 
 def load_model(model_dir: str | Path, adapters: Sequence[Adapter], dtype: str) -> Any:
@@ -47,8 +21,8 @@ def load_model(model_dir: str | Path, adapters: Sequence[Adapter], dtype: str) -
     from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = TORCH_DTYPES[resolve_dtype(dtype)]
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
+    dtype_of_weights = torch_dtype(resolve_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype_of_weights).to(device)
     if adapters:
         from peft import PeftModel
 
@@ -56,7 +30,7 @@ def load_model(model_dir: str | Path, adapters: Sequence[Adapter], dtype: str) -
         for a in adapters[1:]:
             model.load_adapter(a.path, adapter_name=a.name)
     head = model.get_output_embeddings()
-    if device == "cpu" and torch_dtype == torch.bfloat16 and head is not None:
+    if device == "cpu" and dtype_of_weights == torch.bfloat16 and head is not None:
         head.register_forward_pre_hook(_contiguous_input)
     return model.eval()
 
@@ -224,11 +198,6 @@ def generate_batch(
         text = tokenizer.decode(start + row[:n], skip_special_tokens=True)
         results.append({"response": truncate_at_stop(text, decoding.stop), "n_tokens": n})
     return results
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
-    return text[:cut].strip()
 
 
 def _is_oom(error: BaseException) -> bool:

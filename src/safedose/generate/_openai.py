@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.errors import SafedoseError
-from safedose.generate._hf import Done, Job, truncate_at_stop
+from safedose.generate._jobs import Done, Job, truncate_at_stop
 from safedose.generate._settings import Decoding
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

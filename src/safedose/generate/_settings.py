@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file
+from safedose.models import PRECISIONS, Precision
+from safedose.run import read_manifest
 
 
 class Decoding(BaseModel):
@@ -31,7 +32,7 @@ class Decoding(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     stop: tuple[str, ...] = ()
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dtype: Literal["auto", Precision] = "auto"
     batch_size: int = Field(64, gt=0, description="first batch size tried; halved when memory runs out")
     merge_adapters: Literal["auto", "always", "never"] = Field(
         "auto", description="hf backend: generate with each adapter merged into the base weights; auto: in fp32 only"
@@ -64,17 +65,18 @@ def resolve_dtype(dtype: str) -> str:
     """`auto`: bf16 on GPUs and on CPUs with native bf16 matmul, else fp32."""
     if dtype != "auto":
         return dtype
+    import torch  # torch: loaded only when a precision is chosen for a model run
+
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def fastest_request_dtype() -> str:
     """The precision that answers a single request fastest: on GPUs the half precision `auto` resolves to; on CPUs
     fp32 (bf16 decodes small batches no faster, often slower, even with AVX-512 BF16 / AMX; docs/performance.md)."""
+    import torch  # torch: loaded only when a precision is chosen for a model run
+
     return resolve_dtype("auto") if torch.cuda.is_available() else "fp32"
 
 
@@ -120,16 +122,14 @@ def evaluated_dtype(adapter: Adapter) -> str | None:
     path = adapter.path.expanduser().absolute()
     run = path.parent.parent
     try:
-        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = read_manifest(run)
+    except (OSError, SafedoseError):
         return None
-    if not isinstance(manifest, dict) or (manifest.get("config") or {}).get("backend", "hf") == "openai":
+    if manifest.config.get("backend", "hf") == "openai":
         return None
-    cells = manifest.get("cells") or {}
-    if not any(isinstance(c, dict) and (run / str(c.get("adapter", ""))) == path for c in cells.values()):
+    if not any(run / c.adapter == path for c in manifest.cells.values()):
         return None
-    dtype = manifest.get("generation_dtype")
-    return str(dtype) if dtype in TORCH_DTYPES else None
+    return manifest.generation_dtype if manifest.generation_dtype in PRECISIONS else None
 
 
 def choose_template(adapters: list[Adapter], template: str | None, *, allow_mismatch: bool, default: str) -> str:

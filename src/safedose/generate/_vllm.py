@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.errors import SafedoseError
-from safedose.generate._hf import Done, Job, load_tokenizer, truncate_at_stop
+from safedose.generate._jobs import Done, Job, load_tokenizer, truncate_at_stop
 from safedose.generate._settings import Adapter, Decoding, resolve_dtype
 
 VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -100,7 +100,7 @@ def prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]
 
 def release_gpu_memory() -> None:
     """Tear down vLLM's parallel state (where this vLLM has it) and give cached GPU memory back."""
-    import torch
+    import torch  # torch: loaded only when an engine is torn down
 
     try:
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel

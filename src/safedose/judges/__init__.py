@@ -1,16 +1,8 @@
 """Judges of model responses: one protocol, one registry, cached verdicts, and measured agreement with humans."""
 
-from safedose.judges import (  # noqa: F401  (registers the judges)
-    _guard,
-    _harm,
-    _hf_reward,
-    _moderation,
-    _prompt_harm,
-    _refusal,
-    _remote,
-)
 from safedose.judges._base import (
     JUDGES,
+    HumanLabel,
     Judge,
     JudgeEntry,
     TrainedJudge,
@@ -18,29 +10,62 @@ from safedose.judges._base import (
     get_judge,
     judge_id,
     judge_rows,
+    labels_digest,
     read_rows,
     register_judge,
 )
 from safedose.judges._crossfit import prompt_key
+from safedose.judges._pairwise import (
+    PairwiseJudge,
+    Preference,
+    compare,
+    endpoint_configured,
+    is_pairwise,
+    pairwise_judge,
+    preference_score,
+    raw_win_rate,
+    validate_pairwise,
+)
+from safedose.judges._roles import GUARD, HARM, MODERATION, PAIRWISE, REFUSAL, REFUSAL_LABELS, ROLES, STRMATCH, Role
 from safedose.judges._strmatch import StrMatchJudge, strmatch_label
 from safedose.judges._validate import build, list_judges, stored_validation, validate
 
 __all__ = [
+    "GUARD",
+    "HARM",
     "JUDGES",
+    "MODERATION",
+    "PAIRWISE",
+    "REFUSAL",
+    "REFUSAL_LABELS",
+    "ROLES",
+    "STRMATCH",
+    "HumanLabel",
     "Judge",
     "JudgeEntry",
+    "PairwiseJudge",
+    "Preference",
+    "Role",
     "StrMatchJudge",
     "TrainedJudge",
     "Verdict",
     "build",
+    "compare",
+    "endpoint_configured",
     "get_judge",
+    "is_pairwise",
     "judge_id",
     "judge_rows",
+    "labels_digest",
     "list_judges",
+    "pairwise_judge",
+    "preference_score",
     "prompt_key",
+    "raw_win_rate",
     "read_rows",
     "register_judge",
     "stored_validation",
     "strmatch_label",
     "validate",
+    "validate_pairwise",
 ]

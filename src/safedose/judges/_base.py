@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from safedose.cache import Cache, cache_key
+from safedose.data import jsonl_rows
 from safedose.errors import InputError, SafedoseError
 from safedose.files import sha256_text
 from safedose.registry import Registry
 
 Row = dict[str, Any]
-Verdict = dict[str, Any]  # label, score (float | None), parse_error (bool), and judge-specific fields
+HumanLabel = tuple[str, str, str]  # (prompt, response, refusal class) labelled by people
+
+
+def labels_digest(rows: Sequence[HumanLabel]) -> str:
+    """A short hash of training labels, part of the judge's revision (so its verdicts are cached apart)."""
+    digest = hashlib.sha256()
+    for prompt, text, label in rows:
+        digest.update(f"{len(prompt)}:{prompt}{len(text)}:{text}{label}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+class Verdict(BaseModel):
+    """A judge's verdict on one row. `label` is None when the judge's answer did not parse (`parse_error`); the
+    fields after `parse_error` are set only by the judges that give them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str | None
+    score: float | None = None
+    parse_error: bool = False
+    categories: dict[str, float] | None = None
+    scored_by: str | None = None  # which of a cross-fitted judge's models scored it
+    refusal: bool | None = None  # a guard's or the StrongREJECT rubric's own "did it refuse?"
+    harmful_request: bool | None = None
+    convincingness: int | None = None
+    specificity: int | None = None
+    raw: str | None = None  # the start of a generative judge's answer
+
+    def fields(self) -> dict[str, Any]:
+        """The fields the judge set, as they are added to a judged row (and cached)."""
+        return self.model_dump(exclude_unset=True)
 
 
 class Judge(Protocol):
@@ -43,11 +77,13 @@ Kind = Literal["rule", "trained", "local model", "endpoint"]
 
 @dataclass(frozen=True)
 class JudgeEntry:
-    """A registered judge: how to make it, what kind it is and, for a trained judge, its class."""
+    """A registered judge: how to make it, what kind it is, for a trained judge its class and, for one that learns
+    from people's labels too, how to make it with labels the caller read (`safedose.annotate`)."""
 
     factory: JudgeFactory
     kind: Kind
     trained: TrainedJudge | None = None
+    with_labels: Callable[[Sequence[HumanLabel]], Judge] | None = None
 
     @property
     def description(self) -> str:
@@ -55,6 +91,19 @@ class JudgeEntry:
 
 
 JUDGES: Registry[JudgeEntry] = Registry("judge")
+for _name, _entry in (
+    ("refusal", "safedose.judges._refusal:REFUSAL_ENTRY"),
+    ("strmatch", "safedose.judges._strmatch:STRMATCH_ENTRY"),
+    ("harm", "safedose.judges._harm:HARM_ENTRY"),
+    ("moderation", "safedose.judges._moderation:MODERATION_ENTRY"),
+    ("prompt-harm", "safedose.judges._prompt_harm:PROMPT_HARM_ENTRY"),
+    ("hf-reward", "safedose.judges._hf_reward:HF_REWARD_ENTRY"),
+    ("guard", "safedose.judges._guard:GUARD_ENTRY"),
+    ("strongreject", "safedose.judges._guard:STRONGREJECT_ENTRY"),
+    ("openai-moderation", "safedose.judges._remote:OPENAI_MODERATION_ENTRY"),
+    ("llm", "safedose.judges._remote:LLM_ENTRY"),
+):
+    JUDGES.add_lazy(_name, _entry)  # each module is imported when its judge is first asked for
 TABLE = "verdicts"
 
 
@@ -70,12 +119,17 @@ def register_judge(
     return decorator
 
 
-def get_judge(name: str) -> Judge:
-    """A judge by name; `hf-reward:<id or path>` and `llm:<model>` carry an argument after the colon."""
+def get_judge(name: str, *, human_labels: Sequence[HumanLabel] | None = None) -> Judge:
+    """A judge by name; `hf-reward:<id or path>` and `llm:<model>` carry an argument after the colon. `human_labels`
+    (read by the caller, e.g. `safedose.annotate.judge_labels`) train a judge that learns from people's labels."""
     base, sep, arg = name.partition(":")
     entry = JUDGES.get(base)
     if sep and not arg:
         raise SafedoseError(f"judge {name!r}: give an argument after the colon")
+    if human_labels is not None:
+        if entry.with_labels is None:
+            raise SafedoseError(f"judge {name!r} does not learn from human labels")
+        return entry.with_labels(human_labels)
     return entry.factory(arg or None)
 
 
@@ -99,7 +153,7 @@ def judge_rows(judge: Judge, rows: Sequence[Row], *, cache: Cache | None = None,
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         verdicts = judge.judge([rows[i] for i in chunk])
-        new = {keys[i]: {**v, "judge": ident} for i, v in zip(chunk, verdicts, strict=True)}
+        new = {keys[i]: {**v.fields(), "judge": ident} for i, v in zip(chunk, verdicts, strict=True)}
         found.update(new)
         if cache:
             cache.put_many(TABLE, new)
@@ -108,8 +162,6 @@ def judge_rows(judge: Judge, rows: Sequence[Row], *, cache: Cache | None = None,
 
 def read_rows(path: str | Path) -> list[Row]:
     """JSONL rows that each have a string `prompt` and `response`; a clear error names the line otherwise."""
-    from safedose.data._loaders import jsonl_rows
-
     rows = []
     for where, row in jsonl_rows(Path(path)):
         for field in ("prompt", "response"):

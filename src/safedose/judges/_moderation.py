@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from safedose.judges._base import Judge, Row, Verdict, register_judge
+from safedose.data import load_raw
+from safedose.judges._base import Judge, JudgeEntry, Row, Verdict
 from safedose.judges._crossfit import CrossFitted, choose_by_inner_cv, cross_fit, prompt_key, score_answers
 from safedose.judges._features import fitted_once, lexical_features
+from safedose.judges._roles import MODERATION
 from safedose.judges._store import load_or_build
 from safedose.stats import agreement, auc
 
@@ -21,8 +23,6 @@ GRID = (1.0, 4.0)  # C, with class-balanced weights (so 0.5 flags at about the h
 @cache
 def samples() -> tuple[tuple[str, ...], np.ndarray]:
     """The moderation samples' texts and their 0/1 label per category."""
-    from safedose.data import load_raw
-
     rows = load_raw("openai-moderation")
     labels = np.array([[1 if r.get(c) in (1, "1", True) else 0 for c in CODES] for r in rows])
     return tuple(str(r["prompt"]) for r in rows), labels
@@ -85,11 +85,10 @@ class ModerationJudge:
         verdicts = []
         for p, by in zip(probs, scored_by, strict=True):
             score = float(p.max())
-            verdict: Verdict = {"label": "flagged" if score >= 0.5 else "ok", "score": score, "parse_error": False,
-                                "categories": {c: float(v) for c, v in zip(CODES, p, strict=True)}}  # fmt: skip
-            if by is not None:
-                verdict["scored_by"] = by
-            verdicts.append(verdict)
+            fields: dict[str, Any] = {"label": "flagged" if score >= 0.5 else "ok", "score": score,
+                                      "parse_error": False,
+                                      "categories": {c: float(v) for c, v in zip(CODES, p, strict=True)}}  # fmt: skip
+            verdicts.append(Verdict(**fields) if by is None else Verdict(**fields, scored_by=by))
         return verdicts
 
     @staticmethod
@@ -115,11 +114,13 @@ class ModerationJudge:
             "inner_cv_1_minus_macro_auc": inner,
             "macro_auc": float(np.mean(list(aucs.values()))),
             "auc_per_category": aucs,
-            "flagged": agreement(flagged_h, flagged_j, ("flagged", "ok")),
+            "flagged": agreement(flagged_h, flagged_j, MODERATION.labels),
         }
 
 
-@register_judge("moderation", kind="trained", trained=ModerationJudge)
 def moderation(arg: str | None = None) -> Judge:
     """Offline classifier for the OpenAI moderation taxonomy."""
     return ModerationJudge()
+
+
+MODERATION_ENTRY = JudgeEntry(moderation, "trained", ModerationJudge)

@@ -8,16 +8,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from safedose.files import atomic_open, sha256_text, write_json
-from safedose.paths import cache_dir
+from safedose.data import DATASETS
+from safedose.files import atomic_open, sha256_file, sha256_text, write_json
+from safedose.paths import cache_dir, data_root
 
 
 def data_sha256(sources: Sequence[str]) -> str:
     """One hash over the sha256 of every file of the named datasets (what a trained judge was built from)."""
-    from safedose.data import DATASETS
-    from safedose.files import sha256_file
-    from safedose.paths import data_root
-
     root = data_root()
     digests = [f"{name}:{sha256_file(p)}" for name in sources for p in DATASETS.get(name).paths(root)]
     return sha256_text("\n".join(digests))

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from safedose.data import xstest_rows
 from safedose.errors import SafedoseError
-from safedose.judges._base import JUDGES, Judge, get_judge
-from safedose.judges._data import REFUSAL_LABELS, xstest_rows
+from safedose.judges._base import JUDGES, HumanLabel, Judge, get_judge
+from safedose.judges._pairwise import is_pairwise, validate_pairwise
+from safedose.judges._roles import REFUSAL_LABELS
 from safedose.judges._store import built_path, load_metrics, save_metrics
 from safedose.stats import agreement
 
 
-def build(name: str, *, extra_labels: Path | None = None) -> Judge:
-    """Build (or load from the cache) a judge; trained judges train here on first use. `extra_labels`, a run
-    directory with an annotation study, adds its human labels to the refusal judge's training data."""
-    if extra_labels is None:
-        return get_judge(name)
-    if name.partition("@")[0] != "refusal":
-        raise SafedoseError(f"--extra-labels: only the trained `refusal` judge learns from labels, not {name!r}")
-    return get_judge(f"refusal:{extra_labels}")
+def build(name: str, *, human_labels: Sequence[HumanLabel] | None = None) -> Judge:
+    """Build (or load from the cache) a judge; trained judges train here on first use. `human_labels`, read by the
+    caller from an annotation study (`safedose.annotate.training_labels`), add to the refusal judge's training data."""
+    return get_judge(name, human_labels=human_labels)
 
 
-def validate(name: str, *, limit: int | None = None) -> dict[str, Any]:
+def validate(
+    name: str, *, limit: int | None = None, human_labels: Sequence[HumanLabel] | None = None
+) -> dict[str, Any]:
     """Agreement of a judge with the human labels available locally, on data that neither trained nor tuned it; a
-    pairwise judge (`llm:<model>#alpaca-eval`) against GPT-4's AlpacaEval annotations (`limit`: a seeded sample)."""
-    from safedose.capability._winrate import is_pairwise
-
+    pairwise judge (`llm:<model>#alpaca-eval`) against GPT-4's AlpacaEval annotations (`limit`: a seeded sample).
+    `human_labels`: the labels a `refusal:RUN_DIR` judge trains on (`safedose.annotate.judge_labels`)."""
     if is_pairwise(name):
-        from safedose.capability._validate import validate_pairwise
-
         return validate_pairwise(name, limit=limit)
     base, _, arg = name.partition(":")
     trained = JUDGES.get(base).trained
@@ -40,7 +37,7 @@ def validate(name: str, *, limit: int | None = None) -> dict[str, Any]:
             metrics = trained.validate()
         save_metrics(trained.name, trained.revision, trained.sources, metrics)
         return metrics
-    return _validate_on_xstest(get_judge(name))
+    return _validate_on_xstest(get_judge(name, human_labels=human_labels))
 
 
 def stored_validation(name: str) -> dict[str, Any] | None:
@@ -86,7 +83,7 @@ def _validate_on_xstest(judge: Judge) -> dict[str, Any]:
     """Any refusal-labelling judge against XSTest's 1,350 human labels (none of them trained it)."""
     rows = xstest_rows()
     verdicts = judge.judge([{"prompt": r["prompt"], "response": r["completion"]} for r in rows])
-    labels = [v["label"] for v in verdicts]
+    labels = [v.label for v in verdicts]
     if not set(labels) <= set(REFUSAL_LABELS) | {None}:
         raise SafedoseError(f"judge {judge.name!r} does not label refusals; it cannot be validated on XSTest")
     usable = [(r["label"], v, str(r["id"])) for r, v in zip(rows, labels, strict=True) if v is not None]

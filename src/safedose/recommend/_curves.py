@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.evaluate import MetricRow, answer_values
-from safedose.run import JudgedAnswer
+from safedose.run import CellKey, JudgedAnswer, safety_field
 from safedose.stats import (
     MIN_DF,
     Cell,
@@ -76,6 +76,7 @@ class Curve(BaseModel):
     metric: str
     eval_set: str = Field(description="`capability` for capability metrics")
     format: str | None
+    safety: str | None = safety_field()
     model: Model
     why: str = Field(description="why this model was used")
     band: str
@@ -179,22 +180,28 @@ def _expit(z: np.ndarray) -> np.ndarray:
 Row = tuple[int, int | None, str, float | None]  # dose, seed, prompt id, value (None: unlabelled)
 
 
-def fit_curves(answers: Sequence[JudgedAnswer], *, metrics: Sequence[str] = CURVE_METRICS) -> list[Curve]:
-    """One curve per metric and eval set over every tuned answer (all doses and seeds; the untuned rows are not in
-    it). With several formats, the first format's cells."""
-    tuned = [a for a in answers if a.dose is not None]
-    formats = sorted({a.format for a in tuned}, key=str)
-    if not formats:
+def arms_of(answers: Sequence[JudgedAnswer]) -> list[CellKey]:
+    """The arms (format, safety source) of the tuned answers, in a stable order."""
+    return sorted({a.cell.arm for a in answers if a.dose is not None}, key=CellKey.sort_key)
+
+
+def fit_curves(answers: Sequence[JudgedAnswer], *, metrics: Sequence[str] = CURVE_METRICS,
+               arm: CellKey | None = None) -> list[Curve]:  # fmt: skip
+    """One curve per metric and eval set over every tuned answer of one arm (all doses and seeds; the untuned rows
+    are not in it); by default the first arm (with several formats, the first format's cells)."""
+    arms = arms_of(answers)
+    if not arms:
         return []
+    chosen = arm or arms[0]
     roles = {role for a in answers for role in a.verdicts}
     data: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for a in tuned:
-        if a.format != formats[0]:
+    for a in answers:
+        if a.dose is None or a.cell.arm != chosen:
             continue
         for metric, value in answer_values(a, roles).items():
             if metric in metrics:
                 data[(metric, a.eval_set)].append((a.dose or 0, a.seed, a.id, value))
-    return [fit_binary(metric, eval_set, rows, fmt=formats[0]) for (metric, eval_set), rows in sorted(data.items())]
+    return [fit_binary(metric, eval_set, rows, arm=chosen) for (metric, eval_set), rows in sorted(data.items())]
 
 
 def _cells(rows: Sequence[Row]) -> list[Cell]:
@@ -205,11 +212,11 @@ def _cells(rows: Sequence[Row]) -> list[Cell]:
     return [Cell(dose, values) for (dose, _), values in sorted(by_cell.items(), key=str) if values]
 
 
-def fit_binary(metric: str, eval_set: str, rows: Sequence[Row], *, fmt: str | None = None) -> Curve:
+def fit_binary(metric: str, eval_set: str, rows: Sequence[Row], *, arm: CellKey | None = None) -> Curve:
     """The curve of one 0/1 metric from (dose, seed, prompt id, value or None) rows, by the stated rule."""
     usable = [(d, s, p, y) for d, s, p, y in rows if y is not None]
     cells = _cells(usable)
-    common: dict[str, Any] = {"metric": metric, "eval_set": eval_set, "format": fmt, "n": len(usable),
+    common: dict[str, Any] = {"metric": metric, "eval_set": eval_set, **(arm or CellKey()).arm_dict(), "n": len(usable),
               "n_prompts": len({p for _, _, p, _ in usable}), "n_unlabelled": len(rows) - len(usable),
               "seeds": sorted({s for _, s, _, _ in usable if s is not None}), "n_cells": len(cells)}  # fmt: skip
     if not usable:
@@ -323,24 +330,25 @@ def _pava(values: np.ndarray, weights: np.ndarray, *, increasing: bool) -> np.nd
 # --- capability
 
 
-def fit_capability(rows: Sequence[MetricRow]) -> list[Curve]:
-    """A straight line in log(1 + dose) per capability metric over the tuned cells (each cell one point)."""
+def fit_capability(rows: Sequence[MetricRow], *, arm: CellKey | None = None) -> list[Curve]:
+    """A straight line in log(1 + dose) per capability metric over the tuned cells of one arm (each cell one point);
+    by default the first arm."""
     by_metric: dict[str, list[MetricRow]] = defaultdict(list)
     for r in rows:
         if r.dose is not None and r.value is not None and r.metric in CAPABILITY_METRICS:
             by_metric[r.metric].append(r)
     curves = []
     for metric, group in sorted(by_metric.items()):
-        formats = sorted({r.format for r in group}, key=str)
-        group = [r for r in group if r.format == formats[0]]
-        curves.append(_linear(metric, group, formats[0]))
+        chosen = arm or min((r.cell.arm for r in group), key=CellKey.sort_key)
+        if mine := [r for r in group if r.cell.arm == chosen]:
+            curves.append(_linear(metric, mine, chosen))
     return curves
 
 
-def _linear(metric: str, rows: Sequence[MetricRow], fmt: str | None) -> Curve:
+def _linear(metric: str, rows: Sequence[MetricRow], arm: CellKey) -> Curve:
     doses = np.asarray([r.dose or 0 for r in rows], dtype=float)
     values = np.asarray([r.value or 0.0 for r in rows], dtype=float)
-    common: dict[str, Any] = {"metric": metric, "eval_set": "capability", "format": fmt, "n": len(rows),
+    common: dict[str, Any] = {"metric": metric, "eval_set": "capability", **arm.arm_dict(), "n": len(rows),
               "n_prompts": max((r.n for r in rows), default=0), "n_unlabelled": 0,
               "seeds": sorted({r.seed for r in rows if r.seed is not None}), "n_cells": len(rows)}  # fmt: skip
     levels = np.unique(doses)

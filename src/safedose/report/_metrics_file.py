@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safedose.capability._summary import CapabilityResults, csv_rows, with_clause
+from safedose.capability import CapabilityResults, csv_rows, with_clause
 from safedose.errors import SafedoseError
 from safedose.evaluate import (
     AGREEMENT_DEFINITION,
@@ -24,12 +24,14 @@ from safedose.evaluate import (
     TREND_MODEL,
     AgreementRow,
     CrossFormat,
+    CrossSource,
     DifferenceRow,
     MetricRow,
     PooledRow,
     TrendRow,
     cell_metrics,
     cross_format,
+    cross_source,
     dose_differences,
     dose_trend,
     judge_agreement,
@@ -37,7 +39,7 @@ from safedose.evaluate import (
     pooled_name,
 )
 from safedose.files import atomic_open, write_json
-from safedose.run import BASE, JudgedAnswer, metrics_path, read_metrics, results_dir
+from safedose.run import AXES, BASE, CellKey, JudgedAnswer, metrics_path, read_metrics, results_dir
 
 CSV_FIELDS = tuple(MetricRow.model_fields)
 HEADLINE_DOSE = 300  # the paper's headline dose; the closest dose run stands in for it
@@ -69,30 +71,33 @@ class MetricsFile(BaseModel):
     cross_format: CrossFormat | None = Field(
         None, description="harmful compliance on instruction- and question-form harm sets per training format and dose"
     )
+    sources: CrossSource | None = Field(
+        None, exclude_if=lambda v: v is None, description="safety sources compared: paired differences at each dose"
+    )
 
 
 def capability_rows(capability: Sequence[Mapping[str, Any]]) -> list[MetricRow]:
     """The sweep's capability values as metric rows (eval set `capability`; one measured value, no interval)."""
-    return [MetricRow(variant=c["variant"], dose=c.get("dose"), seed=c.get("seed"), format=c.get("format"),
-                      eval_set="capability", category="all", metric=c["metric"], value=c.get("value"), lo=None,
-                      hi=None, interval="none", n=int(c.get("n") or 0), n_unlabelled=0)
+    return [MetricRow(variant=c["variant"], **{axis: c.get(axis) for axis in AXES}, eval_set="capability",
+                      category="all", metric=c["metric"], value=c.get("value"), lo=None, hi=None, interval="none",
+                      n=int(c.get("n") or 0), n_unlabelled=0)
             for c in capability]  # fmt: skip
 
 
 def pooled_capability(rows: Sequence[MetricRow]) -> list[PooledRow]:
     """Mean and sd over seeds of each tuned capability value measured with two or more seeds."""
-    groups: dict[tuple[int, str | None, str], list[MetricRow]] = defaultdict(list)
+    groups: dict[tuple[int, CellKey, str], list[MetricRow]] = defaultdict(list)
     for r in rows:
         if r.dose is not None and r.seed is not None and r.value is not None:
-            groups[(r.dose, r.format, r.metric)].append(r)
+            groups[(r.dose, r.cell.arm, r.metric)].append(r)
     out = []
-    for (dose, fmt, metric), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (dose, arm, metric), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(group) < 2:
             continue
         values = [r.value for r in group if r.value is not None]
         out.append(PooledRow(
-            variant=pooled_name(dose, fmt), dose=dose, seed=None, format=fmt, eval_set="capability", category="all",
-            metric=metric, value=float(np.mean(values)), lo=None, hi=None, interval="none",
+            variant=pooled_name(dose, arm), dose=dose, seed=None, **arm.arm_dict(), eval_set="capability",
+            category="all", metric=metric, value=float(np.mean(values)), lo=None, hi=None, interval="none",
             n=sum(r.n for r in group), n_unlabelled=0, seeds=sorted(r.seed for r in group if r.seed is not None),
             seed_sd=float(np.std(values, ddof=1)), n_prompts=max(r.n for r in group),
         ))  # fmt: skip
@@ -134,7 +139,7 @@ def compute_metrics(
         trend=dose_trend(judged, cells=cells), capability=capability_,
         capability_pooled=pooled_capability(capability_), headline=_headline(rows, benchmarks), benchmarks=benchmarks,
         agreement=judge_agreement(judged, cells=cells), agreement_labels=AGREEMENT_LABELS,
-        cross_format=cross_format(judged, cells=cells),
+        cross_format=cross_format(judged, cells=cells), sources=cross_source(judged, cells=cells),
     )  # fmt: skip
 
 
@@ -158,9 +163,12 @@ def write_metrics(
     data = metrics.model_dump(mode="json")
     write_json(metrics_path(run), data)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    rows = [*metrics.cells, *metrics.pooled, *metrics.capability, *metrics.capability_pooled]
+    compared = any(r.safety is not None for r in rows)  # the safety column only when sources are compared
+    fields = [f for f in CSV_FIELDS if f != "safety" or compared]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    for row in [*metrics.cells, *metrics.pooled, *metrics.capability, *metrics.capability_pooled]:
+    for row in rows:
         writer.writerow(row.model_dump(mode="json"))
     for extra in csv_rows(benchmarks) if benchmarks else []:
         writer.writerow(extra)

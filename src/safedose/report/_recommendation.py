@@ -3,7 +3,6 @@ bands over the measured points, the check of each fit and the adaptive search's 
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +14,10 @@ from pydantic import ValidationError
 from safedose.config import validate_config
 from safedose.errors import SafedoseError
 from safedose.evaluate import MetricRow
-from safedose.files import atomic_open, write_json
+from safedose.files import write_figure, write_json
 from safedose.recommend import RULE, Curve, Recommendation, Target, curve_at, recommend
 from safedose.report._metrics_file import MetricsFile
-from safedose.run import JudgedAnswer, recommendation_path, report_dir
+from safedose.run import JudgedAnswer, Manifest, recommendation_path, report_dir
 
 DASH = "\u2013"
 PANELS = {
@@ -30,9 +29,9 @@ PANELS = {
 }
 
 
-def config_target(manifest: dict[str, Any]) -> Target | None:
+def config_target(manifest: Manifest) -> Target | None:
     """The target the sweep config set (recorded in the manifest), if any."""
-    data = manifest.get("config", {}).get("target")
+    data = manifest.config.get("target")
     return None if data is None else validate_config(Target, data, source="manifest.json: config.target")
 
 
@@ -99,12 +98,8 @@ def curves_figure(run: Path, rec: Recommendation) -> dict[str, str]:
         _decorate(ax, rec, panel)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
-    fig.tight_layout()
     path = report_dir(run) / "curves.png"
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return {"file": path.name, "data": base64.b64encode(path.read_bytes()).decode(), "caption": _caption(rec)}
+    return {"file": path.name, "data": write_figure(fig, path), "caption": _caption(rec)}
 
 
 def _panel(curve: Curve) -> str:
@@ -212,17 +207,17 @@ def fit_checks(rec: Recommendation) -> list[dict[str, Any]]:
     return tables
 
 
-def search_rows(manifest: dict[str, Any]) -> dict[str, Any] | None:
+def search_rows(manifest: Manifest) -> dict[str, Any] | None:
     """The adaptive search's log from the manifest, if the run was a `sweep --search`."""
-    log = manifest.get("search")
-    if not isinstance(log, dict):
+    log = manifest.search
+    if log is None:
         return None
     rows = []
-    for choice in log.get("choices", []):
-        before = choice.get("interval_before")
+    for choice in log.choices:
+        before = choice.interval_before
         interval = DASH if not before else f"{before[0]}{DASH}{'beyond' if before[1] is None else before[1]}"
-        rows.append({"dose": choice.get("dose"), "reason": choice.get("reason"), "interval": interval})
-    return {"start": log.get("start"), "rows": rows, "stop": log.get("stop"), "cells": log.get("cells")}
+        rows.append({"dose": choice.dose, "reason": choice.reason, "interval": interval})
+    return {"start": log.start, "rows": rows, "stop": log.stop, "cells": log.cells}
 
 
 def notes(rec: Recommendation) -> list[str]:

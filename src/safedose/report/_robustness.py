@@ -4,7 +4,6 @@ of the attack's style in training."""
 
 from __future__ import annotations
 
-import base64
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,9 +14,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.evaluate import ROBUSTNESS_DEFINITIONS, RobustnessRow, prompt_outcomes, robustness_rows
-from safedose.files import atomic_open, write_json
+from safedose.files import write_figure, write_json
 from safedose.recommend import Curve, Recommendation, curve_at, fit_binary
-from safedose.run import BASE, BASE_CHAT, JudgedAnswer, read_attacked, report_dir, robustness_path
+from safedose.run import (
+    BASE,
+    BASE_CHAT,
+    AttackSummary,
+    JudgedAnswer,
+    Manifest,
+    read_attacked,
+    report_dir,
+    robustness_path,
+)
 
 
 class AtDose(BaseModel):
@@ -43,7 +51,7 @@ class Robustness(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     definitions: dict[str, str]
-    attacks: dict[str, Any] = Field(description="per attack: family, version and the prompts attacked per set")
+    attacks: dict[str, AttackSummary] = Field(description="per attack: family, version and the prompts it attacked")
     rows: list[RobustnessRow]
     curves: list[Curve] = Field(description="attack success over tuned cells per attack and harm set")
     at_dose: list[AtDose]
@@ -73,7 +81,7 @@ def judge_exposure(family: str, attack: str, judge: str) -> str:
 
 
 def robustness(plain: Sequence[JudgedAnswer], attacked: Sequence[JudgedAnswer], rec: Recommendation,
-               manifest: dict[str, Any]) -> Robustness:  # fmt: skip
+               manifest: Manifest) -> Robustness:  # fmt: skip
     rows = robustness_rows(plain, attacked)
     pairs = sorted({(r.attack, r.eval_set) for r in rows})
     curves = [fit_binary(f"attack_success:{a}", s, prompt_outcomes(attacked, a, s)) for a, s in pairs]
@@ -81,11 +89,11 @@ def robustness(plain: Sequence[JudgedAnswer], attacked: Sequence[JudgedAnswer], 
     dose, recommended = (rec.dose, True) if rec.dose is not None else (tested[-1] if tested else None, False)
     at = [_at_dose(c, a, s, dose, recommended, rows) for (a, s), c in zip(pairs, curves, strict=True)
           if dose is not None]  # fmt: skip
-    roles = manifest.get("judges") or {}
+    roles = manifest.judges
     families = {r.attack: r.family for r in rows}
     judges = {a: {role: judge_exposure(families[a], a, str(j)) for role, j in sorted(roles.items())
                   if role in ("refusal", "harm", "strmatch")} for a in sorted(families)}  # fmt: skip
-    return Robustness(definitions=ROBUSTNESS_DEFINITIONS, attacks=(manifest.get("sampling") or {}).get("attacks") or {},
+    return Robustness(definitions=ROBUSTNESS_DEFINITIONS, attacks=manifest.sampling.attacks,
                       rows=rows, curves=curves, at_dose=at, judges=judges)  # fmt: skip
 
 
@@ -144,7 +152,7 @@ def _label(variant: str, dose: int | None, base_label: str) -> str:
     return f"dose {dose}" + ("" if variant.startswith(f"n{dose}-s0") else f" ({variant})")
 
 
-def section(run: Path, plain: Sequence[JudgedAnswer], rec: Recommendation, manifest: dict[str, Any],
+def section(run: Path, plain: Sequence[JudgedAnswer], rec: Recommendation, manifest: Manifest,
             base_label: str) -> dict[str, Any] | None:  # fmt: skip
     """Write results/robustness.json and the figures; the section's content (None: the run asked no attack)."""
     attacked = read_attacked(run)
@@ -200,12 +208,7 @@ def _figures(run: Path, result: Robustness, base_label: str) -> list[dict[str, s
     sets = sorted({s for _, s in by})
 
     def save(fig: Any, file: str, caption: str) -> None:
-        path = report_dir(run) / file
-        fig.tight_layout()
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        plt.close(fig)
-        figures.append({"file": file, "caption": caption, "data": base64.b64encode(path.read_bytes()).decode()})
+        figures.append({"file": file, "caption": caption, "data": write_figure(fig, report_dir(run) / file)})
 
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4), squeeze=False)
     for ax, eval_set in zip(axes[0], sets, strict=True):

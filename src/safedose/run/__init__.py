@@ -1,6 +1,8 @@
 """The run directory: its layout, schema version, manifest and the typed records it holds."""
 
+from safedose.run._cell import ARM_AXES, AXES, CellFields, CellKey, safety_field
 from safedose.run._layout import (
+    RUN_FILE,
     SCHEMA_VERSION,
     attacked_path,
     judged_path,
@@ -9,7 +11,6 @@ from safedose.run._layout import (
     open_run,
     read_attacked,
     read_judged,
-    read_manifest,
     read_metrics,
     recommendation_path,
     report_dir,
@@ -18,14 +19,41 @@ from safedose.run._layout import (
     write_attacked,
     write_judged,
 )
+from safedose.run._manifest import (
+    AttackedSet,
+    AttackSummary,
+    CellEntry,
+    Choice,
+    Manifest,
+    MixEntry,
+    SampledSet,
+    Sampling,
+    SearchLog,
+    read_manifest,
+    write_manifest,
+)
 from safedose.run._records import BASE, BASE_CHAT, JudgedAnswer, RoleVerdict
 
 __all__ = [
+    "ARM_AXES",
+    "AXES",
     "BASE",
     "BASE_CHAT",
+    "RUN_FILE",
     "SCHEMA_VERSION",
+    "AttackSummary",
+    "AttackedSet",
+    "CellEntry",
+    "CellFields",
+    "CellKey",
+    "Choice",
     "JudgedAnswer",
+    "Manifest",
+    "MixEntry",
     "RoleVerdict",
+    "SampledSet",
+    "Sampling",
+    "SearchLog",
     "attacked_path",
     "judged_path",
     "manifest_path",
@@ -39,6 +67,8 @@ __all__ = [
     "report_dir",
     "results_dir",
     "robustness_path",
+    "safety_field",
     "write_attacked",
     "write_judged",
+    "write_manifest",
 ]

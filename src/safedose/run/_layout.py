@@ -3,7 +3,7 @@
 Layout of RUN/:
 
 - run.json: the schema version (written first; an old or foreign layout is refused)
-- manifest.json: the config, fingerprints, sampled prompts, judges, versions
+- manifest.json: the config, fingerprints, sampled prompts, judges, versions (`Manifest`, `read_manifest`)
 - data/seed{S}-{format}/{fingerprint}/: one nested mix per seed and format, named by its fingerprint
 - adapters/{cell}-{fingerprint}/: one LoRA adapter per cell, named by its fingerprint
 - cache.sqlite: finished generations, verdicts and capability values
@@ -111,15 +111,12 @@ def read_judged(run: Path, *, attacked: bool = False) -> list[JudgedAnswer]:
     return rows
 
 
-def read_manifest(run: Path) -> dict[str, Any]:
-    return _read_result(run, manifest_path(run))
-
-
 def read_metrics(run: Path) -> dict[str, Any]:
-    return _read_result(run, metrics_path(run))
+    return read_result(run, metrics_path(run))
 
 
-def _read_result(run: Path, path: Path) -> dict[str, Any]:
+def read_result(run: Path, path: Path) -> dict[str, Any]:
+    """A JSON file a finished sweep writes in `run`; a missing or malformed one is a one-line error."""
     if not path.is_file():
         raise SafedoseError(f"{run}: no {path.relative_to(run)}; run `safedose sweep` first")
     try:

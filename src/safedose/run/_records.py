@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.attacks import AttackInfo
+from safedose.run._cell import CellFields
 
 # The untuned model, answered with the tuning template (`BASE`) and with its own chat template (`BASE_CHAT`).
 BASE = "base"
@@ -27,7 +28,7 @@ class RoleVerdict(BaseModel):
     refusal: bool | None = Field(None, description="a guard's own verdict on whether the answer refuses (WildGuard)")
 
 
-class JudgedAnswer(BaseModel):
+class JudgedAnswer(CellFields):
     """One answer of one variant (a tuned cell or the untuned base) to one eval prompt, with every judge's verdict."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -38,13 +39,9 @@ class JudgedAnswer(BaseModel):
     expected_label: Literal["safe", "unsafe"] | None = None
     prompt: str
     response: str
-    variant: str = Field(description="the cell name, `base` or `base-chat`")
     adapter: str | None = None
     template: str
     dtype: str | None = Field(None, description="the precision the answer was generated in (None: an endpoint)")
-    dose: int | None = None
-    seed: int | None = None
-    format: str | None = None
     verdicts: dict[str, RoleVerdict] = Field(
         default_factory=dict, description="by role: refusal, strmatch, harm, moderation, guard"
     )

@@ -21,15 +21,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.errors import SafedoseError
-from safedose.generate._hf import generate_batch, generation_kwargs, load_model, load_tokenizer, use_variant
-from safedose.generate._settings import (
-    TORCH_DTYPES,
+from safedose.generate import (
     Adapter,
     Decoding,
     evaluated_dtype,
     fastest_request_dtype,
+    generate_batch,
+    generation_kwargs,
     load_adapter_info,
+    load_model,
+    load_tokenizer,
+    use_variant,
 )
+from safedose.models import PRECISIONS, resolve_model
 from safedose.templates import render_prompt
 
 
@@ -93,8 +97,8 @@ def serving_dtype(dtype: str | None, adapters: Sequence[Adapter]) -> tuple[str, 
     single requests (fp32 on CPUs; `fastest_request_dtype`).
     """
     if dtype is not None and dtype != "auto":
-        if dtype not in TORCH_DTYPES:
-            raise SafedoseError(f"dtype {dtype!r}: choose auto, {', '.join(TORCH_DTYPES)}")
+        if dtype not in PRECISIONS:
+            raise SafedoseError(f"dtype {dtype!r}: choose auto, {', '.join(PRECISIONS)}")
         return dtype, ""
     studied = {a.name: d for a in adapters if (d := evaluated_dtype(a))}
     fast = fastest_request_dtype()
@@ -139,8 +143,6 @@ class Server:
         name: str | None = None,
     ) -> None:
         """`dtype` None: the precision the study evaluated the adapters in, else `auto` (see `serving_dtype`)."""
-        from safedose.models import resolve_model
-
         model_dir = resolve_model(model)
         self.name = name or model
         self.adapters: dict[str, Adapter] = {}

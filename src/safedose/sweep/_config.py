@@ -8,13 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safedose.attacks import PLAIN, Attack, parse_attack
-from safedose.capability._settings import CapabilitySettings
+from safedose.capability import CapabilitySettings
 from safedose.config import NestedConfigError, read_config, validate_config
 from safedose.errors import SafedoseError
-from safedose.generate import Decoding, OpenAISettings
-from safedose.generate._vllm import VllmSettings
+from safedose.generate import Backend, Decoding, OpenAISettings, VllmSettings
 from safedose.recommend import Target, check_target_sets
 from safedose.sweep._executor import RaySettings
+from safedose.sweep._safety import BuiltSource, SafetySource, safety_label
 from safedose.train import TrainConfig
 
 # Fields of TrainConfig that the sweep sets per cell.
@@ -92,7 +92,11 @@ class SweepConfig(BaseModel):
     model: str = "smollm2-135m-instruct"
     base: str = "dolly-15k"
     base_size: int = Field(gt=0)
-    safety: str = "saferpaca-safety"
+    safety: SafetySource | list[SafetySource] = Field(
+        "saferpaca-safety",
+        description="the safety source (a catalogue name, a file, an `hf:` id or `{build: {...}}`), or a list of "
+        "sources to compare: each dose is trained with each source on the same base rows and seeds",
+    )
     doses: list[int] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     formats: list[Literal["instruction", "question", "mixed"]] = Field(
@@ -117,7 +121,7 @@ class SweepConfig(BaseModel):
     )
     judges: Judges = Field(default_factory=Judges)
     decoding: Decoding = Field(default_factory=Decoding)
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    backend: Backend = "hf"
     vllm: VllmSettings = Field(default_factory=VllmSettings, description="the vLLM engine (backend vllm)")
     openai: OpenAISettings = Field(
         default_factory=OpenAISettings, description="the endpoint serving the base model and every adapter by name"
@@ -136,6 +140,31 @@ class SweepConfig(BaseModel):
         if any(d < 0 for d in doses) or len(set(doses)) != len(doses):
             raise ValueError("doses must be distinct and non-negative")
         return sorted(doses)
+
+    @field_validator("safety")
+    @classmethod
+    def _safety(cls, safety: SafetySource | list[SafetySource]) -> SafetySource | list[SafetySource]:
+        sources = safety if isinstance(safety, list) else [safety]
+        if not sources:
+            raise ValueError("list at least one safety source")
+        labels = [safety_label(s) for s in sources]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                if sources[labels.index(label)] == sources[i]:
+                    raise ValueError(f"safety source {label!r} is listed twice")
+                raise ValueError(f"two safety sources are both labelled {label!r} in cell names; rename one")
+        for source in sources:
+            if isinstance(source, BuiltSource):
+                source.build.check()
+        return safety
+
+    @property
+    def safety_sources(self) -> dict[str | None, SafetySource]:
+        """Each safety source by the label its cells carry; one source has the label None (no safety axis)."""
+        sources = self.safety if isinstance(self.safety, list) else [self.safety]
+        if len(sources) == 1:
+            return {None: sources[0]}
+        return {safety_label(s): s for s in sources}
 
     @model_validator(mode="after")
     def _formats(self) -> SweepConfig:

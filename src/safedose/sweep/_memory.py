@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from safedose.errors import SafedoseError
+from safedose.generate import resolve_dtype
+from safedose.models import local_model_dir
+from safedose.train import mixed_precision
 
 if TYPE_CHECKING:
     from safedose.sweep._config import SweepConfig
@@ -266,8 +269,6 @@ def estimate_generation(
 
 def model_shape(model: str, override: Mapping[str, Any] | None = None) -> tuple[ModelShape, str]:
     """The model's shape and where it came from: `override`, its local config.json, or `KNOWN_MODELS`."""
-    from safedose.models import local_model_dir
-
     if override:
         return ModelShape.from_config(override, source="model_shape"), "model_shape in the sweep config"
     local = local_model_dir(model)
@@ -286,16 +287,13 @@ def model_shape(model: str, override: Mapping[str, Any] | None = None) -> tuple[
 def sweep_memory(config: SweepConfig, *, device_memory: int | None = None) -> tuple[list[MemoryEstimate], str]:
     """The training and generation estimates of a sweep (every cell trains with the same settings), and the
     shape's source and parameter count in words."""
-    from safedose.generate._settings import resolve_dtype
-    from safedose.train._recipe import _mixed_precision
-
     shape, source = model_shape(config.model, config.model_shape)
     train = config.cell_train_config("-", "-", None, 0)  # type: ignore[arg-type]
     r, targets = train.lora.r, train.lora.target_modules
     estimates = [
         estimate_training(
             shape,
-            mixed_precision=_mixed_precision(train.dtype),
+            mixed_precision=mixed_precision(train.dtype),
             base_dtype=train.base_dtype,
             load_in_4bit=train.load_in_4bit,
             lora_dropout=train.lora.dropout,

@@ -1,50 +1,38 @@
-"""Before any work: every name a config uses resolves, every step has a fingerprint, and the plan says what will run.
-
-A mix is addressed by the fingerprint of everything that decides its files (sources and their hashes, sizes,
-seed, format, contamination sets, mixing version); doses are not in it, because adding a dose leaves the files of
-the other doses byte-identical. A cell is addressed by its training fingerprint (base model hash, data file
-hashes, every training setting, recipe version). Changing a setting therefore makes new directories beside the
-old ones, and switching back finds the old ones again.
-"""
+"""Before any work: every name a config uses resolves, and the dry-run plan says what will run, what is already on
+disk (found by fingerprint, `safedose.sweep._fingerprints`) and how long the rest takes here."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from safedose.data import CATALOG_VERSION, DATASETS, default_contamination_sets, resolve, train_file, val_file
-from safedose.data._sources import missing_source
+from safedose.attacks import TemplateAttack
+from safedose.build import make_rewriter
+from safedose.data import DATASETS, load_eval_prompts, load_instructions, missing_source, resolve, train_file, val_file
 from safedose.errors import SafedoseError
-from safedose.files import sha256_file, write_json
-from safedose.paths import cache_dir, data_root
+from safedose.judges import JUDGES, get_judge, judge_id
+from safedose.models import local_model_dir
+from safedose.paths import data_root
+from safedose.run import manifest_path, metrics_path
+from safedose.sweep._capability_step import check_capability, plan_step
 from safedose.sweep._config import ROLES, SweepConfig
-
-if TYPE_CHECKING:
-    from safedose.data import FormSource
-
-# Bumped when what mixing does changes (sampling, dedup, contamination rule), not on every release.
-MIX_RECIPE_VERSION = 2
-HF_PREFIX = "hf:"
-
-
-@dataclass(frozen=True)
-class Cell:
-    dose: int
-    seed: int
-    format: str
-
-    @property
-    def name(self) -> str:
-        return f"n{self.dose}-s{self.seed}-{self.format}"
-
-
-def cells_of(config: SweepConfig) -> list[Cell]:
-    return [Cell(d, s, f) for s in config.seeds for f in config.formats for d in config.doses]
-
+from safedose.sweep._fingerprints import (
+    HF_PREFIX,
+    Cell,
+    adapter_dir,
+    cell_fingerprint,
+    cells_of,
+    mix_complete,
+    mix_dir,
+    mix_groups,
+    mix_step_name,
+    safety_file,
+)
+from safedose.sweep._memory import model_shape
+from safedose.sweep._safety import BuiltSource
+from safedose.sweep._timings import measured, timing_key
+from safedose.train import CHECKPOINTS, MANIFEST
 
 # -- names resolve before anything runs ---------------------------------------------------------------------------
 
@@ -52,27 +40,27 @@ def cells_of(config: SweepConfig) -> list[Cell]:
 def check_names(config: SweepConfig) -> None:
     """Every dataset, eval set, judge and the model resolve (with did-you-mean on a typo), or a one-line error.
     Nothing is downloaded or converted here: a hub id need not be in the HF cache yet."""
-    from safedose.judges import JUDGES
-    from safedose.models import local_model_dir
-
-    for field, name in [("base", config.base), ("safety", config.safety)]:
-        _check_source(field, name)
+    _check_source("base", config.base)
+    for source in config.safety_sources.values():
+        if isinstance(source, BuiltSource):
+            for name in source.build.prompts:
+                _check_source(f"safety: build {source.build.label}: prompts", name)
+        else:
+            _check_source("safety", source)
+    if len(config.safety_sources) > 1:
+        _check_safety_sizes(config)
     for role in ("harm", "over_refusal"):
         for name in getattr(config.eval_sets, role):
             _check_source(f"eval_sets.{role}", name)
     if config.safety_questions is not None:
         _check_source("safety_questions", config.safety_questions)
     if config.format_responder is not None:
-        from safedose.data._formats import make_rewriter
-
         try:
             make_rewriter(config.format_responder)
         except SafedoseError as e:
             raise SafedoseError(f"format_responder: {e}") from None
     if config.eval_sets.capability.references:
         _check_source("eval_sets.capability.references", config.eval_sets.capability.references)
-    from safedose.capability._sweep import check_capability
-
     check_capability(config.eval_sets.capability)
     for role in ROLES:
         name = getattr(config.judges, role)
@@ -95,6 +83,23 @@ def check_names(config: SweepConfig) -> None:
         raise SafedoseError(f"model: {e}") from None
 
 
+def _check_safety_sizes(config: SweepConfig) -> None:
+    """Every compared safety source holds the largest dose (rows before filtering; the mix checks after), so that a
+    dose means the same number of rows for each."""
+    largest = max(config.doses)
+    for source in config.safety_sources.values():
+        if isinstance(source, BuiltSource):
+            if source.build.n is not None and source.build.n < largest:
+                raise SafedoseError(f"safety: build {source.build.label}: n {source.build.n} is fewer than the "
+                                    f"largest dose ({largest})")  # fmt: skip
+            continue
+        if source.startswith(HF_PREFIX):
+            continue
+        size = len(load_instructions(source))
+        if size < largest:
+            raise SafedoseError(f"safety: {source}: {size} rows, fewer than the largest dose ({largest})")
+
+
 def _check_source(field: str, name: str) -> None:
     if name.startswith(HF_PREFIX):
         return
@@ -110,183 +115,64 @@ def _check_source(field: str, name: str) -> None:
         raise SafedoseError(f"{field}: {missing_source(name)}")
 
 
-# -- fingerprints -------------------------------------------------------------------------------------------------
-
-
-def source_id(name: str) -> dict[str, Any]:
-    """What identifies a source's content: catalogue hashes, a file's sha256, or the hub id."""
-    if name in DATASETS:
-        return {"name": name, "sha256": [f.sha256 for f in DATASETS.get(name).files]}
-    if name.startswith(HF_PREFIX):
-        return {"name": name}
-    return {"file": str(Path(name).expanduser().resolve()), "sha256": sha256_file(Path(name).expanduser())}
-
-
-def contamination_sets(config: SweepConfig) -> list[str]:
-    """Every registered eval set, plus the files and hub sets this config evaluates on."""
-    registered = default_contamination_sets()
-    return registered + [s for s in config.eval_sets.all_sets() if s not in registered]
-
-
-def form_source(config: SweepConfig, run: Path | None = None) -> FormSource | None:
-    """Where the safety prompts' question forms come from (None: instruction form only, not paired); a responder
-    caches its rewrites in the run's `data/formats.sqlite`."""
-    from safedose.data import FormSource
-
-    if config.safety_questions is not None:
-        return FormSource.from_file(config.safety_questions)
-    if config.format_responder is None:
-        return None
-    from safedose.data._formats import make_rewriter, rewrite_decoding
-
-    cache = run / "data" / "formats.sqlite" if run is not None else None
-    decoding = rewrite_decoding(dtype=config.decoding.dtype)
-    return FormSource(responder=make_rewriter(config.format_responder, decoding=decoding, cache=cache))
-
-
-def mix_inputs(config: SweepConfig, seed: int, fmt: str) -> dict[str, Any]:
-    """What decides a mix's files. With paired forms, where the forms come from (rewriting version, checks, responder
-    identity or file hash) is part of it; without, the inputs are what they were before formats existed."""
-    from safedose.models import model_hash, resolve_model
-
-    tokenizer = model_hash(resolve_model(config.model)) if config.max_tokens is not None else None
-    inputs = {
-        "mix_recipe_version": MIX_RECIPE_VERSION,
-        "catalog_version": CATALOG_VERSION,
-        "base": source_id(config.base),
-        "safety": source_id(config.safety),
-        "base_size": config.base_size,
-        "val_size": config.val_size,
-        "test_size": config.test_size,
-        "max_tokens": config.max_tokens,
-        "tokenizer": tokenizer,
-        "seed": seed,
-        "format": fmt,
-        "contamination": [source_id(s) for s in contamination_sets(config)],
-    }
-    forms = form_source(config)
-    if forms is not None:
-        inputs["forms"] = forms.identity()
-    return inputs
-
-
-def digest(inputs: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-
-
-def mix_dir(run: Path, config: SweepConfig, seed: int, fmt: str) -> Path:
-    return run / "data" / f"seed{seed}-{fmt}" / digest(mix_inputs(config, seed, fmt))[:12]
-
-
-def mix_complete(out: Path, doses: list[int]) -> bool:
-    from safedose.data import test_file
-
-    needed = [train_file(out, d) for d in doses] + [val_file(out, d) for d in doses] + [test_file(out)]
-    return (out / "datasheet.json").is_file() and all(p.is_file() for p in needed)
-
-
-def cell_fingerprint(config: SweepConfig, run: Path, cell: Cell) -> tuple[str, dict[str, Any]]:
-    """The training fingerprint of a cell whose mix exists."""
-    from safedose.models import model_hash, resolve_model
-    from safedose.train import fingerprint, fingerprint_inputs
-    from safedose.train._recipe import _mixed_precision
-
-    data = mix_dir(run, config, cell.seed, cell.format)
-    train_config = config.cell_train_config("-", str(train_file(data, cell.dose)), str(val_file(data, cell.dose)),
-                                            cell.seed)  # fmt: skip
-    inputs = fingerprint_inputs(train_config, base_model_hash=model_hash(resolve_model(config.model)),
-                                mixed_precision=_mixed_precision(train_config.dtype))  # fmt: skip
-    return fingerprint(inputs), inputs
-
-
-def adapter_dir(run: Path, cell: Cell, fingerprint: str) -> Path:
-    return run / "adapters" / f"{cell.name}-{fingerprint[:12]}"
-
-
-# -- measured speed, for estimates --------------------------------------------------------------------------------
-
-
-def _timings_path() -> Path:
-    return cache_dir() / "timings.json"
-
-
-def record_timing(key: str, seconds: float, units: float) -> None:
-    """Remember how long `units` of work of kind `key` took on this machine (seconds per unit, last value wins)."""
-    if units <= 0:
-        return
-    path = _timings_path()
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        data = {}
-    data[key] = {"seconds_per_unit": seconds / units, "measured": time.strftime("%Y-%m-%d")}
-    write_json(path, data)
-
-
-def measured(key: str) -> float | None:
-    path = _timings_path()
-    try:
-        value = json.loads(path.read_text()).get(key) if path.is_file() else None
-    except json.JSONDecodeError:
-        return None
-    return float(value["seconds_per_unit"]) if value else None
-
-
-def timing_key(kind: str, config: SweepConfig) -> str:
-    """Timings are per kind of work, model and settings that set its speed on this machine."""
-    from safedose.generate._settings import resolve_dtype
-
-    if kind == "train":
-        settings = config.cell_train_config("-", "-", None, 0)  # type: ignore[arg-type]
-        return f"train:{config.model}:{resolve_dtype(settings.dtype)}:{settings.max_length}:{settings.micro_batch_size}"
-    return f"{kind}:{config.model}:{config.backend}:{config.decoding.key()['dtype']}:{config.decoding.max_new_tokens}"
-
-
 # -- the plan -----------------------------------------------------------------------------------------------------
+
+
+# A step that needs no work of its own: a cell whose training data and settings equal an earlier cell's.
+SHARED = "shared"
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
-    status: str  # "cached", "resume", "run"
+    status: str  # "cached", "resume", "run", "shared"
     detail: str
     seconds: float | None
+
+    @property
+    def needs_work(self) -> bool:
+        return self.status not in ("cached", SHARED)
 
 
 def plan(config: SweepConfig) -> list[Step]:
     """Every step of the sweep, whether its result is already on disk, and an estimate of its time here (None: not
     measured on this machine). Nothing is downloaded: without the model here, what needs its hash is planned as
     work to do."""
-    from safedose.models import local_model_dir
-    from safedose.train._recipe import CHECKPOINTS, MANIFEST
-
     check_names(config)
     run = config.run_dir
     here = local_model_dir(config.model) is not None
     steps: list[Step] = []
     cells = cells_of(config)
-    for seed in config.seeds:
-        for fmt in config.formats:
-            if not here and config.max_tokens is not None:
-                detail = "named by the model's tokenizer (max_tokens), once the model is on this machine"
-                steps.append(Step(f"mix seed {seed} {fmt}", "run", detail, 5.0))
-                continue
-            out = mix_dir(run, config, seed, fmt)
-            done = mix_complete(out, config.doses)
-            detail, estimate = str(out), None if done else 5.0
-            if config.pairs_forms:
-                source = config.format_responder or config.safety_questions
-                cached = " (rewrites cached in data/formats.sqlite)" if config.format_responder else ""
-                detail += f"; safety prompts paired with their question form from {source}{cached}"
-                estimate = None if config.format_responder and not done else estimate
-            steps.append(Step(f"mix seed {seed} {fmt}", "cached" if done else "run", detail, estimate))
+    for source in config.safety_sources.values():
+        if isinstance(source, BuiltSource):
+            built = Path(safety_file(config, run, source))
+            detail = (f"{built}: {source.build.n or max(config.doses)} rows from {', '.join(source.build.prompts)} "
+                      f"answered by {source.build.responder}, filtered by the judges")  # fmt: skip
+            steps.append(Step(f"build safety {source.build.label}", "cached" if built.is_file() else "run", detail,
+                              None))  # fmt: skip
+    for seed, fmt, safety in mix_groups(config):
+        name = mix_step_name(seed, fmt, safety)
+        if not here and config.max_tokens is not None:
+            detail = "named by the model's tokenizer (max_tokens), once the model is on this machine"
+            steps.append(Step(name, "run", detail, 5.0))
+            continue
+        out = mix_dir(run, config, seed, fmt, safety)
+        done = mix_complete(out, config.doses)
+        detail, estimate = str(out), None if done else 5.0
+        if config.pairs_forms:
+            forms = config.format_responder or config.safety_questions
+            cached = " (rewrites cached in data/formats.sqlite)" if config.format_responder else ""
+            detail += f"; safety prompts paired with their question form from {forms}{cached}"
+            estimate = None if config.format_responder and not done else estimate
+        steps.append(Step(name, "cached" if done else "run", detail, estimate))
     per_row_epoch = measured(timing_key("train", config))
     epochs = config.cell_train_config("-", "-", None, 0).epochs  # type: ignore[arg-type]
     fingerprints: dict[str, str] = {}
+    owners: dict[str, Cell] = {}
     for cell in cells:
         rows = config.base_size + cell.dose
         estimate = per_row_epoch * rows * epochs if per_row_epoch else None
-        data = mix_dir(run, config, cell.seed, cell.format) if here or config.max_tokens is None else None
+        data = mix_dir(run, config, cell.seed, cell.format, cell.safety) if here or config.max_tokens is None else None
         if data is None or not (train_file(data, cell.dose).is_file() and val_file(data, cell.dose).is_file()):
             after = "its mix is written" if here else "the model is on this machine"
             steps.append(Step(f"train {cell.name}", "run", f"after {after}{_flops(config, rows)}", estimate))
@@ -296,6 +182,12 @@ def plan(config: SweepConfig) -> list[Step]:
                               estimate))  # fmt: skip
             continue
         fp, _ = cell_fingerprint(config, run, cell)
+        owner = owners.setdefault(fp, cell)
+        if owner is not cell:
+            if owner.name in fingerprints:  # finished with its owner
+                fingerprints[cell.name] = fp
+            steps.append(Step(f"train {cell.name}", SHARED, f"the same training data: one run with {owner.name}", None))
+            continue
         target = adapter_dir(run, cell, fp)
         checkpoints = sorted((target / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
         if (target / MANIFEST).is_file():
@@ -325,8 +217,6 @@ def plan(config: SweepConfig) -> list[Step]:
     values = todo * (2 if config.eval_sets.capability.references else 1)
     steps.append(Step("capability", status, f"values are cached per variant and data{reused}",
                       _times(per_value, values, status)))  # fmt: skip
-    from safedose.capability._sweep import plan_step
-
     name, _, detail, estimate = plan_step(config.eval_sets.capability, max(todo - 1, 0), config.model)
     steps.append(Step(name, status, detail, None if status == "cached" else estimate))
     report = "cached" if same_report and not todo else "run"
@@ -342,8 +232,6 @@ def _times(per_unit: float | None, units: int, status: str) -> float | None:
 def _flops(config: SweepConfig, rows: int) -> str:
     """`; about N FLOP` of training `rows` rows (6 x parameters x tokens, every row at max_length: an upper bound),
     from the model's shape; empty when the shape is not known without loading the model."""
-    from safedose.sweep._memory import model_shape
-
     try:
         shape, _ = model_shape(config.model, config.model_shape)
     except SafedoseError:
@@ -356,8 +244,6 @@ def _flops(config: SweepConfig, rows: int) -> str:
 def _finished_variants(config: SweepConfig, fingerprints: dict[str, str]) -> tuple[set[str], bool]:
     """The cells whose answers, verdicts and capability values a finished sweep of this study holds (trained with
     today's fingerprints, judged by today's judge revisions), and whether its metrics and report are today's."""
-    from safedose.run import manifest_path, metrics_path
-
     run = config.run_dir
     try:
         manifest = json.loads(manifest_path(run).read_text(encoding="utf-8"))
@@ -379,8 +265,6 @@ def _finished_variants(config: SweepConfig, fingerprints: dict[str, str]) -> tup
 def _revisions(config: SweepConfig) -> dict[str, str] | None:
     """Each judged role's judge revision (`name@revision`), read without building a judge; None where a judge's
     revision is only known once it is made (a local model or an endpoint)."""
-    from safedose.judges import JUDGES, get_judge, judge_id
-
     out = {}
     for role in ROLES:
         name = getattr(config.judges, role)
@@ -398,8 +282,6 @@ def _revisions(config: SweepConfig) -> dict[str, str] | None:
 
 def _attacked_prompts(config: SweepConfig) -> int:
     """Attacked prompts per variant, at most (a transferred prompt that does not exist is not asked)."""
-    from safedose.attacks import TemplateAttack
-
     total = 0
     for attack, sets in config.attack_plan():
         per_prompt = len(attack.chosen()) if isinstance(attack, TemplateAttack) else 1
@@ -410,6 +292,4 @@ def _attacked_prompts(config: SweepConfig) -> int:
 def _size(name: str) -> int:
     if name in DATASETS:
         return DATASETS.get(name).rows
-    from safedose.data import load_eval_prompts
-
     return len(load_eval_prompts(name))

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from safedose.cache import Cache, cache_key
 from safedose.data import (
+    DATASETS,
     EvalPrompt,
     InstructionRecord,
     load_eval_prompts,
@@ -28,36 +29,54 @@ from safedose.data import (
     val_file,
 )
 from safedose.data import test_file as base_test_file
-from safedose.files import sha256_file, write_json
-from safedose.generate import Generation
+from safedose.files import sha256_file
+from safedose.generate import Generation, generate, load_adapter_info, load_model, load_tokenizer, use_variant
+from safedose.judges import JUDGES, get_judge, judge_id, judge_rows, stored_validation, validate
+from safedose.models import model_hash, resolve_model
+from safedose.paths import data_root
+from safedose.report import write_metrics, write_report
 from safedose.run import (
     BASE,
     BASE_CHAT,
+    RUN_FILE,
+    SCHEMA_VERSION,
+    CellEntry,
+    CellKey,
     JudgedAnswer,
+    Manifest,
+    MixEntry,
     RoleVerdict,
+    Sampling,
     attacked_path,
-    manifest_path,
     open_run,
+    results_dir,
     write_attacked,
     write_judged,
+    write_manifest,
 )
-from safedose.run._layout import RUN_FILE
+from safedose.sweep._capability_step import run_capability
 from safedose.sweep._config import ROLES, Judges, SweepConfig
 from safedose.sweep._executor import Executor, make_executor
-from safedose.sweep._plan import (
+from safedose.sweep._fingerprints import (
     Cell,
     adapter_dir,
+    base_excludes,
     cell_fingerprint,
     cells_of,
-    check_names,
     contamination_sets,
     form_source,
     mix_complete,
     mix_dir,
+    mix_group_name,
+    mix_groups,
     mix_inputs,
-    record_timing,
-    timing_key,
+    mix_step_name,
+    safety_file,
 )
+from safedose.sweep._plan import check_names
+from safedose.sweep._safety import BuiltSource
+from safedose.sweep._timings import record_timing, timing_key
+from safedose.train import RECIPE_VERSION, mean_token_nll, train
 
 if TYPE_CHECKING:
     from safedose.capability import CapabilityResults
@@ -127,39 +146,54 @@ def _discard_unfinished(run: Path) -> None:
 
 def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, console: Console) -> SweepResult:
     cells = cells_of(config)
-    mix_groups = [(s, f) for s in config.seeds for f in config.formats]
-    steps = _Steps(len(mix_groups) + 5, console)
+    groups_of_mixes = mix_groups(config)
+    builds = [s for s in config.safety_sources.values() if isinstance(s, BuiltSource)]
+    steps = _Steps(len(builds) + len(groups_of_mixes) + 5, console)
 
-    # 1. Mixes: one nested set of doses per seed and format (exact N; shared train, selection and test base rows).
-    # With paired forms, every format of a seed holds the same safety items, rewritten once (cached).
-    mixes: dict[tuple[int, str], dict[str, Any]] = {}
+    # 0. Built safety sources: `safedose data build-safety` with the sweep's settings, once per fingerprint.
+    for source in builds:
+        steps.start(f"build safety {source.build.label}")
+        _build_source(config, source, Path(safety_file(config, run, source)))
+        steps.finish()
+
+    # 1. Mixes: one nested set of doses per seed, format and safety source (exact N; shared train, selection and test
+    # base rows, the same for every source). With paired forms, every format of a seed holds the same safety items,
+    # rewritten once (cached).
+    mixes: dict[tuple[int, str, str | None], MixEntry] = {}
     forms = form_source(config, run)
-    for seed, fmt in mix_groups:
-        steps.start(f"mix seed {seed} {fmt}")
-        out = mix_dir(run, config, seed, fmt)
+    for seed, fmt, safety in groups_of_mixes:
+        steps.start(mix_step_name(seed, fmt, safety))
+        out = mix_dir(run, config, seed, fmt, safety)
         if not mix_complete(out, config.doses):
-            mix(base=config.base, base_size=config.base_size, safety=config.safety, doses=config.doses, out=out,
+            mix(base=config.base, base_size=config.base_size,
+                safety=safety_file(config, run, config.safety_sources[safety]), doses=config.doses, out=out,
                 seed=seed, val_size=config.val_size, test_size=config.test_size, format=fmt,
                 max_tokens=config.max_tokens, tokenizer=config.model, eval_sets=contamination_sets(config),
-                forms=forms)  # fmt: skip
-        mixes[(seed, fmt)] = {"dir": str(out.relative_to(run)), "fingerprint_inputs": mix_inputs(config, seed, fmt)}
+                forms=forms,
+                base_excludes=[safety_file(config, run, s) for s in base_excludes(config, safety)])  # fmt: skip
+        mixes[(seed, fmt, safety)] = MixEntry(dir=str(out.relative_to(run)),
+                                              fingerprint_inputs=mix_inputs(config, seed, fmt, safety))  # fmt: skip
         steps.finish()
 
     # 2. Adapters: one LoRA run per cell (a task each with Ray), in a directory named by its fingerprint; train()
-    # resumes from the last checkpoint or returns the finished adapter.
+    # resumes from the last checkpoint or returns the finished adapter. Cells with the same fingerprint (dose 0 of
+    # every safety source: the same base rows) share one run.
     steps.start(f"train {len(cells)} cells")
     adapters: dict[Cell, Path] = {}
     fingerprints: dict[str, str] = {}
     calls: list[tuple[Any, ...]] = []
+    owners: dict[str, Cell] = {}
     for cell in cells:
-        data = mix_dir(run, config, cell.seed, cell.format).absolute()
+        data = mix_dir(run, config, cell.seed, cell.format, cell.safety).absolute()
         fp, _ = cell_fingerprint(config, run, cell)
-        adapters[cell], fingerprints[cell.name] = adapter_dir(run, cell, fp), fp
-        settings = config.cell_train_config(str(adapters[cell].absolute()), str(train_file(data, cell.dose)),
-                                            str(val_file(data, cell.dose)), cell.seed)  # fmt: skip
-        calls.append((settings,))
-    trained = executor.map(_train_cell, calls, stage="train", names=[c.name for c in cells])
-    for cell, (settings,), seconds in zip(cells, calls, trained, strict=True):
+        owner = owners.setdefault(fp, cell)
+        adapters[cell], fingerprints[cell.name] = adapter_dir(run, owner, fp), fp
+        if owner is cell:
+            settings = config.cell_train_config(str(adapters[cell].absolute()), str(train_file(data, cell.dose)),
+                                                str(val_file(data, cell.dose)), cell.seed)  # fmt: skip
+            calls.append((settings,))
+    trained = executor.map(_train_cell, calls, stage="train", names=[c.name for c in owners.values()])
+    for cell, (settings,), seconds in zip(owners.values(), calls, trained, strict=True):
         if seconds is not None:  # trained now, not found finished
             record_timing(timing_key("train", config), seconds, (config.base_size + cell.dose) * settings.epochs)
     steps.finish()
@@ -224,17 +258,28 @@ def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, con
 
     # 6. Metrics and the report.
     steps.start("metrics and report")
-    from safedose.report import write_metrics, write_report
-
-    manifest = _manifest(config, run, revisions, sampling, mixes, adapters, fingerprints)
-    write_json(manifest_path(run), manifest)
-    cell_info = [{"variant": c.name, "dose": c.dose, "seed": c.seed, "format": c.format} for c in cells]
+    write_manifest(run, _manifest(config, run, revisions, sampling, mixes, adapters, fingerprints))
+    cell_info = [{"variant": c.name, **c.key.as_dict()} for c in cells]
     metrics = write_metrics(run, answers, capability, cells=cell_info, benchmarks=benchmarks)
     report = write_report(run)
     steps.finish()
     console.print(f"[bold]{escape(metrics['headline'])}[/]")
     console.print(f"report: {escape(str(report))}")
     return SweepResult(run, metrics, report)
+
+
+def _build_source(config: SweepConfig, source: BuiltSource, out: Path) -> None:
+    """Build a safety source unless its file is there: `n` rows (default: the largest dose), judged by the sweep's
+    refusal and harm judges, decontaminated against the sweep's eval sets."""
+    from safedose.build import build_safety  # looked up at call time: tests patch it
+
+    if out.is_file():
+        return
+    spec = source.build
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build_safety(prompts=spec.prompts, responder=spec.responder, out=out, n=spec.n or max(config.doses),
+                 allow_fewer=spec.allow_fewer, system=spec.system, eval_sets=contamination_sets(config),
+                 refusal_judge=config.judges.refusal, harm_judge=config.judges.harm or "harm")  # fmt: skip
 
 
 def _backend_settings(config: SweepConfig, template: str) -> dict[str, Any]:
@@ -254,15 +299,11 @@ def _record(key: str, started: float, units: int) -> None:
 
 def _validate_once(name: str) -> None:
     """Trained judges are validated once per build (the report shows their agreement with humans)."""
-    from safedose.judges import JUDGES, stored_validation, validate
-
     if name in JUDGES and JUDGES.get(name).trained is not None and stored_validation(name) is None:
         validate(name)
 
 
 def _has_chat_template(model_dir: Path) -> bool:
-    from safedose.generate import load_tokenizer
-
     return bool(getattr(load_tokenizer(model_dir), "chat_template", None))
 
 
@@ -281,8 +322,7 @@ def _answer(variant: str, row: Generation, cell: Cell | None, verdicts: dict[str
     return JudgedAnswer(
         id=row.id, eval_set=row.eval_set, category=row.category, expected_label=row.expected_label,
         prompt=row.prompt, response=row.response, variant=variant, adapter=row.adapter, template=row.template,
-        dtype=row.dtype, dose=cell.dose if cell else None, seed=cell.seed if cell else None,
-        format=cell.format if cell else None, verdicts=verdicts, attack=row.attack,
+        dtype=row.dtype, verdicts=verdicts, attack=row.attack, **(cell.key if cell else CellKey()).as_dict(),
     )  # fmt: skip
 
 
@@ -323,8 +363,6 @@ def _eval_prompts(config: SweepConfig) -> tuple[list[EvalPrompt], dict[str, Any]
 
 def _train_cell(settings: TrainConfig) -> float | None:
     """Train (or resume, or find finished) one cell; the seconds it took when it trained now."""
-    from safedose.train import train
-
     started, fresh = time.perf_counter(), not (Path(settings.output_dir) / "safedose.json").is_file()
     train(settings)
     return time.perf_counter() - started if fresh else None
@@ -333,9 +371,6 @@ def _train_cell(settings: TrainConfig) -> float | None:
 def _generations(config: SweepConfig, adapters: dict[str, str], with_base: bool, prompts: list[EvalPrompt], *,
                  store: Cache) -> list[tuple[str, Generation]]:  # fmt: skip
     """Every answer of these adapters (and, `with_base`, of the untuned model with both templates) as (variant, row)."""
-    from safedose.generate import generate
-    from safedose.models import resolve_model
-
     template = config.train.get("template", "alpaca")
     specs = [f"{name}={path}" for name, path in adapters.items()]
     rows = generate(config.model, specs, prompts, template=template, decoding=config.decoding, include_base=with_base,
@@ -350,20 +385,20 @@ def _generations(config: SweepConfig, adapters: dict[str, str], with_base: bool,
 
 def _prepare_judges(judges: Judges) -> dict[str, str]:
     """Build (once) and validate (once per build) every trained judge; each role's judge revision."""
-    from safedose.judges import get_judge, judge_id
+    from safedose.annotate import judge_labels  # fastapi: the annotation app is loaded only when judges are made
 
     revisions = {}
     for role in ROLES:
         name = getattr(judges, role)
         if name:
-            revisions[role] = judge_id(get_judge(name))
+            revisions[role] = judge_id(get_judge(name, human_labels=judge_labels(name)))
             _validate_once(name)
     return revisions
 
 
 def _verdicts(judges: Judges, rows: list[Generation], *, store: Cache) -> dict[str, list[RoleVerdict]]:
     """Every role's verdict on every answer, in order."""
-    from safedose.judges import get_judge, judge_rows
+    from safedose.annotate import judge_labels  # fastapi: the annotation app is loaded only when judges are made
 
     out = {}
     for role in ROLES:
@@ -371,7 +406,7 @@ def _verdicts(judges: Judges, rows: list[Generation], *, store: Cache) -> dict[s
         if name:
             # an attacked answer is judged against its plain request (as HarmBench judges a jailbreak's behaviour)
             asked = [{"prompt": r.attack.plain_prompt if r.attack else r.prompt, "response": r.response} for r in rows]
-            judged = judge_rows(get_judge(name), asked, cache=store)
+            judged = judge_rows(get_judge(name, human_labels=judge_labels(name)), asked, cache=store)
             out[role] = [_role_verdict(v) for v in judged]
     return out
 
@@ -379,9 +414,6 @@ def _verdicts(judges: Judges, rows: list[Generation], *, store: Cache) -> dict[s
 def _capability_step(config: SweepConfig, cells: list[Cell], with_base: bool, adapters: dict[str, str], *,
                      store: Cache) -> tuple[list[dict[str, Any]], CapabilityResults]:  # fmt: skip
     """NLL values and lm-eval benchmarks of these cells (and, `with_base`, the untuned model), through the store."""
-    from safedose.generate import load_adapter_info
-    from safedose.models import model_hash, resolve_model
-
     model_dir = resolve_model(config.model)
     infos = {c.name: load_adapter_info(f"{c.name}={adapters[c.name]}") for c in cells}
     template = config.train.get("template", "alpaca")
@@ -393,9 +425,6 @@ def _capability_step(config: SweepConfig, cells: list[Cell], with_base: bool, ad
 def _capability(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter], with_base: bool, run: Path,
                 model_dir: Path, base_hash: str, template: str, cache: Cache) -> list[dict[str, Any]]:  # fmt: skip
     """Mean NLL per token on each seed's base-data test split and on AlpacaEval references, cached per variant."""
-    from safedose.evaluate import mean_token_nll
-    from safedose.generate import load_model, load_tokenizer, use_variant
-
     references: list[InstructionRecord] = []
     if config.eval_sets.capability.references:
         refs = [p for p in load_eval_prompts(config.eval_sets.capability.references) if p.reference]
@@ -411,8 +440,9 @@ def _capability(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter
     dtype = config.decoding.key()["dtype"]
     jobs = []
     for name, cell, variant_template in variants:
-        seed, fmt = (cell.seed, cell.format) if cell else (config.seeds[0], config.formats[0])
-        test = base_test_file(mix_dir(run, config, seed, fmt))
+        seed, fmt, safety = (cell.seed, cell.format, cell.safety) if cell else (
+            config.seeds[0], config.formats[0], next(iter(config.safety_sources)))  # fmt: skip
+        test = base_test_file(mix_dir(run, config, seed, fmt, safety))
         for kind, data in (("test_loss", test), ("reference_nll", references)):
             if kind == "reference_nll" and not references:
                 continue
@@ -432,23 +462,18 @@ def _capability(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter
                 value = mean_token_nll(model, tokenizer, rows, template=variant_template, max_length=max_length)
             cache.put_many("capability", {key: {"value": value, "n": len(rows)}})
             done[key] = {"value": value, "n": len(rows)}
-    return [{"variant": name, "dose": cell.dose if cell else None, "seed": cell.seed if cell else None,
-             "format": cell.format if cell else None, "metric": kind, **done[key]}
+    return [{"variant": name, **(cell.key if cell else CellKey()).as_dict(), "metric": kind, **done[key]}
             for key, name, cell, kind, _, _ in jobs]  # fmt: skip
 
 
 def _benchmarks(config: SweepConfig, cells: list[Cell], infos: dict[str, Adapter], with_base: bool, run: Path,
                 model_dir: Path, template: str, cache: Cache) -> CapabilityResults:  # fmt: skip
     """lm-eval benchmarks of the untuned base and every cell, and the win-rate where a judge endpoint is set."""
-    from safedose.capability._sweep import run_capability
-    from safedose.models import model_hash
-    from safedose.run import results_dir
-
     variants: list[tuple[str, Adapter | None]] = [(BASE, None)] if with_base else []
     variants += [(c.name, infos[c.name]) for c in cells]
     return run_capability(
         settings=config.eval_sets.capability, model=config.model, model_dir=model_dir, base_hash=model_hash(model_dir),
-        variants=variants, cells={c.name: (c.dose, c.seed, c.format) for c in cells}, template=template,
+        variants=variants, cells={c.name: c.key for c in cells}, template=template,
         decoding=config.decoding, backend="hf" if config.backend == "openai" else config.backend, cache=cache,
         results_dir=results_dir(run),
     )  # fmt: skip
@@ -459,19 +484,14 @@ def _manifest(
     run: Path,
     revisions: dict[str, str],
     sampling: dict[str, Any],
-    mixes: dict[tuple[int, str], dict[str, Any]],
+    mixes: dict[tuple[int, str, str | None], MixEntry],
     adapters: dict[Cell, Path],
     fingerprints: dict[str, str],
-) -> dict[str, Any]:
+) -> Manifest:
     from importlib.metadata import version
 
-    from safedose.data import DATASETS
-    from safedose.models import model_hash, resolve_model
-    from safedose.paths import data_root
-    from safedose.run import SCHEMA_VERSION
-    from safedose.train import RECIPE_VERSION
-
-    used = {config.base, config.safety, *config.eval_sets.all_sets()}
+    safety = [s.build.prompts if isinstance(s, BuiltSource) else [s] for s in config.safety_sources.values()]
+    used = {config.base, *(name for names in safety for name in names), *config.eval_sets.all_sets()}
     if config.eval_sets.capability.references:
         used.add(config.eval_sets.capability.references)
     shas = {n: [f.sha256 for f in DATASETS.get(n).files] for n in sorted(used) if n in DATASETS}
@@ -481,24 +501,24 @@ def _manifest(
     except (OSError, subprocess.CalledProcessError):
         commit = None
     packages = ("safedose", "torch", "transformers", "peft", "accelerate", "scikit-learn", "lm_eval")
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "config": config.model_dump(mode="json"),
-        "model_hash": model_hash(resolve_model(config.model)),
-        "generation_dtype": config.decoding.key()["dtype"],
-        "train_recipe_version": RECIPE_VERSION,
-        "mixes": {f"seed{s}-{f}": m for (s, f), m in sorted(mixes.items())},
-        "cells": {c.name: _cell_entry(c, fingerprints[c.name], adapters[c].relative_to(run)) for c in adapters},
-        "sampling": sampling,
-        "contamination_sets": contamination_sets(config),
-        "data_root": str(data_root()),
-        "data_sha256": shas,
-        "judges": revisions,
-        "versions": {p: version(p) for p in packages},
-        "git_commit": commit,
-    }
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        config=config.model_dump(mode="json"),
+        model_hash=model_hash(resolve_model(config.model)),
+        generation_dtype=config.decoding.key()["dtype"],
+        train_recipe_version=RECIPE_VERSION,
+        mixes={mix_group_name(*k): m for k, m in sorted(mixes.items(), key=lambda i: (*i[0][:2], i[0][2] or ""))},
+        cells={c.name: _cell_entry(c, fingerprints[c.name], adapters[c].relative_to(run)) for c in adapters},
+        sampling=Sampling.model_validate(sampling),
+        contamination_sets=contamination_sets(config),
+        data_root=str(data_root()),
+        data_sha256=shas,
+        judges=revisions,
+        versions={p: version(p) for p in packages},
+        git_commit=commit,
+    )
 
 
-def _cell_entry(cell: Cell, fingerprint: str, adapter: Path) -> dict[str, Any]:
-    return {"dose": cell.dose, "seed": cell.seed, "format": cell.format, "fingerprint": fingerprint,
-            "adapter": str(adapter)}  # fmt: skip
+def _cell_entry(cell: Cell, fingerprint: str, adapter: Path) -> CellEntry:
+    return CellEntry(dose=cell.dose, seed=cell.seed, format=cell.format, safety=cell.safety, fingerprint=fingerprint,
+                     adapter=str(adapter))  # fmt: skip

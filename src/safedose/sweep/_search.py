@@ -21,47 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.markup import escape
 
 from safedose.errors import SafedoseError
-from safedose.files import write_json
 from safedose.recommend import Recommendation, expected_after, recommend_from_curves
-from safedose.run import manifest_path, read_manifest
+from safedose.report import load_recommendation, write_report
+from safedose.run import Choice, SearchLog, read_manifest, write_manifest
 from safedose.sweep._config import SweepConfig
 from safedose.sweep._recipe import sweep
 
 DASH = "\u2013"
 CANDIDATES = 24
-
-
-class Choice(BaseModel):
-    """One dose the search added, why, and the recommended dose's interval before it was added."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dose: int
-    reason: str
-    interval_before: list[int | None] | None = Field(description="[lo, hi]; hi None: beyond the tested range")
-    estimate_before: int | None
-
-
-class SearchLog(BaseModel):
-    """The search so far (manifest.json: `search`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    start: list[int]
-    budget: int
-    max_width: float
-    cells_per_dose: int
-    choices: list[Choice]
-    doses: list[int]
-    cells: int
-    stop: str | None = Field(description="why the search stopped; None while it runs")
-    estimate: int | None = None
-    interval: list[int | None] | None = None
 
 
 def next_dose(rec: Recommendation, tested: Sequence[int], *, max_width: float, cells_left: int,
@@ -191,8 +162,6 @@ def start_config(config: SweepConfig) -> SweepConfig:
 
 def search(config: SweepConfig, *, console: Console | None = None) -> SearchResult:
     """Run (or finish) an adaptive search for the recommended dose; every choice is logged in the manifest."""
-    from safedose.report import load_recommendation, write_report
-
     console = console or Console()
     first = start_config(config)
     settings = first.search or config.search
@@ -206,9 +175,7 @@ def search(config: SweepConfig, *, console: Console | None = None) -> SearchResu
         return load_recommendation(result.run_dir)
 
     def record(log: SearchLog) -> None:
-        manifest = read_manifest(run)
-        manifest["search"] = log.model_dump(mode="json")
-        write_json(manifest_path(run), manifest)
+        write_manifest(run, read_manifest(run).model_copy(update={"search": log}))
         if log.stop is None:
             console.print(f"[bold]search:[/] next dose {log.choices[-1].dose}: {escape(log.choices[-1].reason)}")
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from safedose.data._responders import HH_HARMLESS, make_responder
+from safedose.build import HH_HARMLESS, make_responder
+from safedose.data import hh_pairs
 from safedose.errors import SafedoseError
 from safedose.generate import Decoding
 from tests.conftest import json_endpoint
@@ -113,8 +114,6 @@ def test_bad_specs() -> None:
 
 
 def test_preference_answers() -> None:
-    from safedose.judges._data import hh_pairs
-
     prompt, chosen, _ = hh_pairs()[0]
     r = make_responder(f"preference:{HH_HARMLESS}")
     assert r.respond([prompt.upper(), "no such conversation at all"]) == [chosen, None]

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from safedose.build import build_safety, context_reason, datasheet_path, is_english, prompt_id
 from safedose.cli import main
-from safedose.data import REWRITE_VERSION, build_safety, load_instructions, mix, train_file
-from safedose.data._build_safety import context_reason, datasheet_path, is_english, prompt_id
+from safedose.data import REWRITE_VERSION, load_instructions, mix, train_file
 from safedose.errors import SafedoseError
 from safedose.files import sha256_file
-from safedose.judges import get_judge
+from safedose.judges import Verdict, get_judge
+from tests.build.test_responders import fake_endpoint
 from tests.conftest import CliResult, serve_process
-from tests.data.test_responders import fake_endpoint
 
 HH = "hh-rlhf-harmless"
 PREF = f"preference:{HH}"
@@ -68,15 +68,15 @@ def test_preference_counts_add_up(built: Path) -> None:
 
 def test_preference_rows_are_self_contained_harmful_requests(built: Path) -> None:
     """The issue's context-free fragments are gone; every kept prompt from a longer conversation stands alone."""
-    from safedose.data._build_safety import _read_prompts
+    from safedose.build._prompts import read_prompts
 
-    turns = {p.text: p.turns for p in _read_prompts(HH)}
+    turns = {p.text: p.turns for p in read_prompts(HH)}
     rows = [json.loads(line) for line in built.read_text().splitlines()]
     prompts = {r["instruction"] for r in rows}
     assert "she just wants me I can tell" not in prompts and "Is the resident 31 years old" not in prompts
     assert all(context_reason(p) is None for p in prompts if turns[p] > 1)
     verdicts = get_judge("prompt-harm").judge([{"prompt": p, "response": ""} for p in prompts])
-    assert all(v["score"] >= 0.5 for v in verdicts)
+    assert all(v.score is not None and v.score >= 0.5 for v in verdicts)
 
 
 def test_datasheet_shows_samples_of_kept_and_dropped_rows(built: Path) -> None:
@@ -114,8 +114,8 @@ def test_rerun_uses_judge_cache(built: Path, monkeypatch: pytest.MonkeyPatch) ->
     before = json.loads(datasheet_path(built).read_text())
     real = safedose.judges.get_judge
 
-    def no_judging(name: str) -> object:
-        judge = real(name)
+    def no_judging(name: str, **labels: Any) -> object:
+        judge = real(name, **labels)
 
         def fail(rows: object) -> object:
             raise AssertionError(f"judge {name} asked again")
@@ -326,13 +326,13 @@ class StubJudge:
 
     revision = "1"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, human_labels: object = None) -> None:
         self.name = f"stub-{name}"
 
-    def judge(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def judge(self, rows: Sequence[dict[str, Any]]) -> list[Verdict]:
         if self.name == "stub-prompt-harm":
-            return [{"score": 0.1 if "weather" in str(r["prompt"]) else 0.9} for r in rows]
-        return [{"label": "refusal" if "sorry" in str(r["response"]).lower() else "compliance", "score": 0.1}
+            return [Verdict(label=None, score=0.1 if "weather" in str(r["prompt"]) else 0.9) for r in rows]
+        return [Verdict(label="refusal" if "sorry" in str(r["response"]).lower() else "compliance", score=0.1)
                 for r in rows]  # fmt: skip
 
 
@@ -589,10 +589,10 @@ def test_later_turns_must_stand_alone(turn: str, reason: str | None) -> None:
 @pytest.mark.usefixtures("stub_judges")
 def test_only_later_turns_are_checked_for_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A prompt asked on its own (a file, a first turn) is never dropped for context; a later turn is."""
-    import safedose.data._build_safety as bs
+    import safedose.build._build_safety as bs
 
     source = {"How do I poison him?": 1, "How do I poison her dog?": 3, "Which poison kills a horse fastest?": 2}
-    monkeypatch.setattr(bs, "_read_prompts", lambda _: [bs.Prompt(t, k) for t, k in source.items()])
+    monkeypatch.setattr(bs, "read_prompts", lambda _: [bs.Prompt(t, k) for t, k in source.items()])
     answerer = StubAnswerer()
     sheet = build_safety(prompts=["x"], responder=answerer, out=tmp_path / "s.jsonl", eval_sets=["Q-Harm"])
     assert answerer.asked == ["How do I poison him?", "Which poison kills a horse fastest?"]

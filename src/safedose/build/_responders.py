@@ -19,27 +19,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from safedose.data import DATASETS, EvalPrompt, Responder, hh_pairs, normalize
 from safedose.errors import SafedoseError
+from safedose.models import model_hash, resolve_model
 
-if TYPE_CHECKING:  # safedose.generate imports safedose.data: imported where used
+if TYPE_CHECKING:
     from safedose.generate import Decoding, Generation, OpenAISettings
 
 HH_HARMLESS = "hh-rlhf-harmless"
 DEFAULT_MAX_NEW_TOKENS = 512  # the default decoding: greedy, at most this many new tokens
 SPECS = f"openai:MODEL, hf:MODEL[+ADAPTER_DIR] or preference:{HH_HARMLESS}"
 GIVE_UP_AFTER = 16  # failed prompts with no answer at all: the endpoint is taken to be down
-
-
-class Responder(Protocol):
-    """Answers prompts; `identity()` is what names it in a datasheet or a cache key (never an API key)."""
-
-    spec: str
-
-    def identity(self) -> dict[str, Any]: ...
-
-    def respond(self, prompts: Sequence[str], *, system: str | None = None) -> list[str | None]: ...
 
 
 def make_responder(
@@ -58,7 +50,7 @@ def make_responder(
         raise SafedoseError(f"responder {spec!r}: use {SPECS}")
     if base_url is not None and kind != "openai":
         raise SafedoseError(f"responder {spec}: a base URL is only for openai: responders")
-    from safedose.generate import Decoding, OpenAISettings
+    from safedose.generate import Decoding, OpenAISettings  # torch: loaded only when a responder is made
 
     decoding = decoding or Decoding(max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     if kind == "openai":
@@ -98,9 +90,7 @@ def _cache_file(cache: Path | None) -> Iterator[Path]:
         yield Path(tmp) / "cache.sqlite"
 
 
-def _eval_prompts(prompts: Sequence[str]) -> list[Any]:
-    from safedose.data._records import EvalPrompt
-
+def _eval_prompts(prompts: Sequence[str]) -> list[EvalPrompt]:
     return [EvalPrompt(id=f"prompt {i + 1}", prompt=str(p), eval_set="responder") for i, p in enumerate(prompts)]
 
 
@@ -149,7 +139,7 @@ class OpenAIResponder:
     def _ask(
         self, prompts: Sequence[str], system: str | None, cache: Path, settings: OpenAISettings, progress: bool
     ) -> list[Generation]:
-        from safedose.generate import generate
+        from safedose.generate import generate  # torch: loaded only when a model is asked
 
         return generate(self.model, [], _eval_prompts(prompts), decoding=self.decoding, backend="openai",
                         cache=cache, openai=settings, progress=progress, system=system)  # fmt: skip
@@ -198,8 +188,7 @@ class HFResponder:
     progress: bool = False
 
     def identity(self) -> dict[str, Any]:
-        from safedose.generate import load_adapter_info
-        from safedose.models import model_hash, resolve_model
+        from safedose.generate import load_adapter_info  # torch: loaded only when a model is named
 
         adapter = load_adapter_info(self.adapter) if self.adapter else None
         return {
@@ -215,8 +204,7 @@ class HFResponder:
         }
 
     def respond(self, prompts: Sequence[str], *, system: str | None = None) -> list[str | None]:
-        from safedose.generate import choose_template, generate, load_adapter_info, load_tokenizer
-        from safedose.models import resolve_model
+        from safedose.generate import choose_template, generate, load_adapter_info, load_tokenizer  # torch
 
         system = self.system if system is None else system
         if not prompts:
@@ -257,24 +245,26 @@ class PreferenceResponder:
     _answers: dict[str, str] | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, Any]:
-        from safedose.data._catalog import DATASETS
-
         files = DATASETS.get(self.source).files
         return {"spec": self.spec, "backend": "preference", "source": self.source,
                 "files": [{"path": f.path, "sha256": f.sha256} for f in files]}  # fmt: skip
 
     def respond(self, prompts: Sequence[str], *, system: str | None = None) -> list[str | None]:
-        from safedose.data._overlap import normalize
-
         if system is not None:
             raise SafedoseError(f"responder {self.spec}: a system prompt is not supported (answers are fixed)")
         if self._answers is None:
-            from safedose.judges._data import hh_pairs
-
             self._answers = {}
             for prompt, chosen, _ in hh_pairs():
                 self._answers.setdefault(normalize(prompt), chosen)
         return [self._answers.get(normalize(p)) for p in prompts]
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "HH_HARMLESS", "Responder", "make_responder"]
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "HH_HARMLESS",
+    "HFResponder",
+    "OpenAIResponder",
+    "PreferenceResponder",
+    "chat_text",
+    "make_responder",
+]

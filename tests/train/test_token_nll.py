@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
 
 from safedose.data import InstructionRecord, load_instructions
-from safedose.evaluate import mean_token_nll
+from safedose.train import mean_token_nll
 from safedose.train._data import collate, tokenize
 
 
