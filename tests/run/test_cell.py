@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safedose.run import AXES, CellFields, CellKey, JudgedAnswer
+from safedose.run import AXES, CellEntry, CellFields, CellKey, JudgedAnswer
 
 
 def test_record_fields_and_key_declare_the_same_axes() -> None:
@@ -19,6 +19,10 @@ def test_a_single_source_sweep_writes_no_safety_field() -> None:
     two = one.model_copy(update={"variant": "n30-s0-instruction-hh", "safety": "hh"})
     assert two.model_dump(mode="json")["safety"] == "hh"
     assert two.cell.name == two.variant
+
+
+def test_the_manifest_names_every_axis_of_a_cell() -> None:
+    assert set(AXES) <= set(CellEntry.model_fields)
 
 
 def test_key_of_a_record_and_its_arm() -> None:

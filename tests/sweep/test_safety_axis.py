@@ -110,8 +110,15 @@ def test_a_tiny_sweep_comparing_two_safety_sources(tiny_model: Path, tmp_path: P
     assert {r.get("safety") for r in rows if r["dose"] is not None} == {"saferpaca-safety", "my_safety"}
     trend = {(t["eval_set"], t.get("safety")) for t in result.metrics["trend"]}
     assert {("I-MaliciousInstructions", "my_safety"), ("I-MaliciousInstructions", "saferpaca-safety")} <= trend
+    compared = result.metrics["sources"]
+    assert compared["sources"] == ["saferpaca-safety", "my_safety"] and compared["reference"] == "saferpaca-safety"
+    assert {(d["dose"], d["from_safety"], d["to_safety"]) for d in compared["differences"]} == {
+        (8, "saferpaca-safety", "my_safety")}  # dose 0 holds no safety rows  # fmt: skip
+    rec = json.loads((run / "results" / "recommendation.json").read_text())
+    assert rec["safety"] == "saferpaca-safety" and [r["safety"] for r in rec["other_sources"]] == ["my_safety"]
+    assert "By safety source: with saferpaca-safety, " in rec["text"] and "; with my_safety, " in rec["text"]
     html = (run / "report" / "index.html").read_text()
-    assert "Safety sources" in html and "my_safety" in html
+    assert "Safety sources" in html and "my_safety" in html and (run / "report" / "sources.png").is_file()
 
 
 def test_a_built_source_is_built_once_with_the_sweep_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,5 +142,9 @@ def test_a_built_source_is_built_once_with_the_sweep_settings(tmp_path: Path, mo
     assert len(calls) == 1 and out.parent == tmp_path / "data" / "sources"
     asked = (calls[0]["prompts"], calls[0]["responder"], calls[0]["n"])
     assert asked == (["hh-rlhf-harmless"], "preference:hh-rlhf-harmless", 50)
-    assert (calls[0]["refusal_judge"], calls[0]["harm_judge"]) == ("strmatch", "harm")
+    assert (calls[0]["refusal_judge"], calls[0]["harm_judge"], calls[0]["prompt_judge"]) == ("refusal", "harm",
+                                                                                            "prompt-harm")  # fmt: skip
+    strict = SweepConfig.model_validate({**BASE_CONFIG, "safety": ["saferpaca-safety", {"build": {
+        **BUILT["build"], "refusal_judge": "strmatch"}}]})  # fmt: skip
+    assert safety_file(strict, tmp_path, strict.safety_sources["hh"]) != str(out)  # the judges name the source
     assert len(load_instructions(str(out))) == 36  # the example file has 36 rows: fewer than asked, as a stub

@@ -1,5 +1,5 @@
-"""Safety sources compared: at each dose, the change from the reference source (the first listed) to each other
-source on the same prompts and seeds, per eval set; per seed paired over prompts, and pooled over seeds."""
+"""Safety sources compared: at each dose above 0, the change from the reference source (the first listed) to each
+other source on the same prompts and seeds, per eval set; per seed paired over prompts, and pooled over seeds."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def cross_source(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[str
     arms = sorted(
         {(k.arm, s, m) for k, s, m in values if k.safety == reference}, key=lambda a: (a[0].sort_key(), a[1:])
     )
-    doses = sorted({k.dose for k, _, _ in values if k.dose is not None})
+    doses = sorted({k.dose for k, _, _ in values if k.dose})  # dose 0 holds no safety rows: no source differs
     for other in labels[1:]:
         for arm, eval_set, metric in arms:
             for dose in doses:

@@ -15,6 +15,7 @@ from safedose.recommend._curves import (
     fit_curves,
 )
 from safedose.recommend._recommend import (
+    BY_SOURCE,
     INTERVAL_METHOD,
     Constraint,
     Expected,
@@ -27,6 +28,7 @@ from safedose.recommend._target import EXAMPLE, TARGET_METRICS, Limit, Target, c
 
 __all__ = [
     "BANDS",
+    "BY_SOURCE",
     "EXAMPLE",
     "INTERVAL_METHOD",
     "RULE",

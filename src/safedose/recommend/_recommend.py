@@ -120,23 +120,30 @@ class Recommendation(BaseModel):
         return math.inf if self.lo is None or self.hi is None else float(self.hi - self.lo)
 
 
+# Where the clauses comparing safety sources start in the first source's text.
+BY_SOURCE = " By safety source: "
+
+
 def recommend(answers: Sequence[JudgedAnswer], capability: Sequence[MetricRow] = (), *,
-              target: Target | None, arm: CellKey | None = None) -> Recommendation:  # fmt: skip
+              target: Target | None, arm: CellKey | None = None,
+              sources: Sequence[str] = ()) -> Recommendation:  # fmt: skip
     """Fit every curve of one arm (default: the first) and answer the target (or, without one, say how to set it).
-    With several safety sources and no arm given, the first source's answer holds each other source's in
-    `other_sources`, and its text ends with one clause per source."""
+    With several safety sources and no arm given, the first source's answer (in the order of `sources`, the sweep's,
+    then the others') holds each other source's in `other_sources`, and its text ends with one clause per source."""
     arms = arms_of(answers)
-    sources = list(dict.fromkeys(a.safety for a in arms))
-    if arm is not None or len(sources) < 2:
+    found: list[str | None] = list(dict.fromkeys(a.safety for a in arms))
+    order = [s for s in sources if s in found] + [s for s in found if s not in sources]
+    arms = sorted(arms, key=lambda a: order.index(a.safety))  # stable: formats keep their order
+    if arm is not None or len(order) < 2:
         chosen = arm or (arms[0] if arms else None)
         curves = fit_curves(answers, metrics=_metrics(target), arm=chosen)
         curves += fit_capability(capability, arm=chosen)
         rec = recommend_from_curves(curves, target=target)
         return rec.model_copy(update={"safety": chosen.safety}) if chosen is not None else rec
     by_source = [recommend(answers, capability, target=target, arm=next(a for a in arms if a.safety == s))
-                 for s in sources]  # fmt: skip
+                 for s in order]  # fmt: skip
     first, others = by_source[0], by_source[1:]
-    text = first.text + " By safety source: " + "; ".join(f"with {r.safety}, {source_clause(r)}" for r in by_source)
+    text = first.text + BY_SOURCE + "; ".join(f"with {r.safety}, {source_clause(r)}" for r in by_source)
     return first.model_copy(update={"other_sources": others, "text": text + "."})
 
 

@@ -17,7 +17,7 @@ from safedose.evaluate import MetricRow
 from safedose.files import write_figure, write_json
 from safedose.recommend import RULE, Curve, Recommendation, Target, curve_at, recommend
 from safedose.report._metrics_file import MetricsFile
-from safedose.run import JudgedAnswer, Manifest, recommendation_path, report_dir
+from safedose.run import CellKey, JudgedAnswer, Manifest, recommendation_path, report_dir
 
 DASH = "\u2013"
 PANELS = {
@@ -38,7 +38,8 @@ def config_target(manifest: Manifest) -> Target | None:
 def write_recommendation(run: Path, judged: Sequence[JudgedAnswer], metrics: MetricsFile, *,
                          target: Target | None) -> Recommendation:  # fmt: skip
     """Fit the curves, answer the target and write results/recommendation.json."""
-    rec = recommend(judged, [*metrics.capability, *benchmark_rows(metrics)], target=target)
+    order = metrics.sources.sources if metrics.sources else ()
+    rec = recommend(judged, [*metrics.capability, *benchmark_rows(metrics)], target=target, sources=order)
     write_json(recommendation_path(run), rec.model_dump(mode="json"))
     return rec
 
@@ -48,18 +49,18 @@ def benchmark_rows(metrics: MetricsFile) -> list[MetricRow]:
     if metrics.benchmarks is None:
         return []
     first: dict[tuple[str, str], float] = {}
-    cells: dict[str, tuple[int | None, int | None, str | None, list[float], int]] = {}
+    cells: dict[str, tuple[CellKey, list[float], int]] = {}
     for score in metrics.benchmarks.scores:
         if score.dose is None or score.value is None or (score.variant, score.task) in first:
             continue
         first[(score.variant, score.task)] = score.value
-        dose, seed, fmt, values, n = cells.get(score.variant, (score.dose, score.seed, score.format, [], 0))
-        cells[score.variant] = (dose, seed, fmt, [*values, score.value], n + score.n)
+        key, values, n = cells.get(score.variant, (score.cell, [], 0))
+        cells[score.variant] = (key, [*values, score.value], n + score.n)
     tasks = {task for _, task in first}
-    return [MetricRow(variant=variant, dose=dose, seed=seed, format=fmt, eval_set="capability", category="all",
+    return [MetricRow(variant=variant, **key.as_dict(), eval_set="capability", category="all",
                       metric="benchmark_accuracy", value=sum(values) / len(values), lo=None, hi=None,
                       interval="none", n=n, n_unlabelled=0)
-            for variant, (dose, seed, fmt, values, n) in sorted(cells.items())
+            for variant, (key, values, n) in sorted(cells.items())
             if len(values) == len(tasks)]  # fmt: skip
 
 

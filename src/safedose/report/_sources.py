@@ -10,8 +10,9 @@ from typing import Any
 
 from safedose.evaluate import SOURCE_METRICS, MetricRow
 from safedose.files import write_figure
-from safedose.recommend import Recommendation
+from safedose.recommend import BY_SOURCE, Recommendation
 from safedose.report._metrics_file import MetricsFile
+from safedose.report._recommendation import benchmark_rows
 from safedose.report._rows import METHOD_NAMES, metric_cell, metric_title
 from safedose.run import report_dir
 
@@ -27,7 +28,7 @@ def safety_names(safety: Any) -> str:
 def _by_source(metrics: MetricsFile) -> dict[tuple[str, str, int, str], MetricRow]:
     """(metric, eval set, dose, source) -> the row of the first seed's cell of the first format, replaced by the mean
     over seeds where several seeds were run (category `all`)."""
-    cells = [*metrics.cells, *metrics.capability]
+    cells = [*metrics.cells, *metrics.capability, *benchmark_rows(metrics)]
     formats = sorted({r.format for r in cells if r.dose is not None and r.format is not None})
     first_seed = min(metrics.seeds, default=None)
 
@@ -71,13 +72,14 @@ def sources_section(run: Path, metrics: MetricsFile, rec: Recommendation) -> dic
     answers = [rec, *rec.other_sources]
     return {
         "sources": sources, "tables": tables, "differences": differences,
-        "needs": [{"source": r.safety, "text": r.text} for r in answers if r.safety is not None],
+        "needs": [{"source": r.safety, "text": r.text.split(BY_SOURCE)[0]} for r in answers if r.safety is not None],
         "figure": _figure(run, table, sources, doses),
         "caption": (
             "Each safety source trained at the same doses on the same base rows and seeds, so the source is the only "
             "thing that differs between columns. Values are shares of answers [95% interval] for one cell (Wilson "
             "over prompts) or, with several seeds, the mean over seeds (hierarchical bootstrap over seeds and "
-            "prompts); capability is lm-eval accuracy (mean over tasks) or held-out NLL per token."
+            "prompts); capability: lm-eval accuracy (mean over the tasks' items) and held-out NLL per token (one "
+            "value per cell, no interval; lower is better)."
         ),
         "difference_caption": (
             f"Change from {metrics.sources.reference} (the first source listed) to each other source at the same dose "

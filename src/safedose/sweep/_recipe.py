@@ -269,8 +269,8 @@ def _sweep(config: SweepConfig, run: Path, executor: Executor, cache: Cache, con
 
 
 def _build_source(config: SweepConfig, source: BuiltSource, out: Path) -> None:
-    """Build a safety source unless its file is there: `n` rows (default: the largest dose), judged by the sweep's
-    refusal and harm judges, decontaminated against the sweep's eval sets."""
+    """Build a safety source unless its file is there: `n` rows (default: the largest dose), filtered by the build's
+    judges, decontaminated against the sweep's eval sets."""
     from safedose.build import build_safety  # looked up at call time: tests patch it
 
     if out.is_file():
@@ -279,7 +279,8 @@ def _build_source(config: SweepConfig, source: BuiltSource, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     build_safety(prompts=spec.prompts, responder=spec.responder, out=out, n=spec.n or max(config.doses),
                  allow_fewer=spec.allow_fewer, system=spec.system, eval_sets=contamination_sets(config),
-                 refusal_judge=config.judges.refusal, harm_judge=config.judges.harm or "harm")  # fmt: skip
+                 refusal_judge=spec.refusal_judge, harm_judge=spec.harm_judge,
+                 prompt_judge=spec.prompt_judge)  # fmt: skip
 
 
 def _backend_settings(config: SweepConfig, template: str) -> dict[str, Any]:

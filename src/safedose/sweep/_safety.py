@@ -29,6 +29,9 @@ class SafetyBuild(BaseModel):
     system: str | None = Field(None, description="a system prompt for an hf: or openai: responder")
     n: int | None = Field(None, gt=0, description="rows to keep (default: the sweep's largest dose)")
     allow_fewer: bool = Field(False, description="keep going with fewer than n rows when the prompts run out")
+    refusal_judge: str = Field("refusal", description="keeps answers it labels a refusal")
+    harm_judge: str = Field("harm", description="drops answers it scores 0.5 or more")
+    prompt_judge: str = Field("prompt-harm", description="keeps prompts it scores a harmful request on their own")
 
     def check(self) -> None:
         kind = self.responder.partition(":")[0]
