@@ -16,10 +16,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safedose.data import DATASETS, FORMS, detect_form
-from safedose.evaluate._differences import Pairs, at_least_newcombe, paired_values
+from safedose.evaluate._differences import Pairs, paired_change, paired_values
 from safedose.evaluate._metrics import (
     BINARY_METRICS,
-    CONTINUOUS_METRICS,
     DEFAULT_HARMFUL_COMPLIANCE,
     at_least_wilson,
     estimate,
@@ -29,7 +28,7 @@ from safedose.evaluate._metrics import (
     variants,
 )
 from safedose.run import CellFields, CellKey, JudgedAnswer, safety_field
-from safedose.stats import Interval, hierarchical_bootstrap, newcombe_paired, paired_bootstrap
+from safedose.stats import Interval, hierarchical_bootstrap
 
 INFERRED_FORM_SHARE = 0.9
 REFERENCE_FORMAT = "instruction"
@@ -197,28 +196,14 @@ def _differences(tuned: Tuned, formats: Sequence[str], reference: str | None, me
                 continue
             per_seed: dict[int, Pairs] = {}
             for seed in sorted(set(before) & set(after)):
-                pairs = paired_values(before[seed], after[seed])
-                usable = [p for p in pairs.values() if p is not None]
-                xs, ys = [x for x, _ in usable], [y for _, y in usable]
-                est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
+                per_seed[seed] = paired_values(before[seed], after[seed])
+            for seeds in [[s] for s in per_seed] + ([list(per_seed)] if len(per_seed) >= 2 else []):
+                change = paired_change(metric, {s: per_seed[s] for s in seeds})
+                est = change.est
                 rows.append(FormatDifferenceRow(
                     metric=metric, dose=dose, safety=arm.safety, form=form, eval_set=group,
-                    from_format=str(reference), to_format=to_format, seeds=[seed], pooled=False, value=est.value,
-                    lo=est.lo, hi=est.hi, interval=est.interval, n=len(usable), n_unlabelled=len(pairs) - len(usable),
-                ))  # fmt: skip
-                per_seed[seed] = pairs
-            if len(per_seed) >= 2:
-                diffs = {s: {i: None if p is None else p[1] - p[0] for i, p in pairs.items()}
-                         for s, pairs in per_seed.items()}  # fmt: skip
-                seeds, matrix = seeds_by_prompts(diffs)
-                est = hierarchical_bootstrap(matrix)
-                if metric in BINARY_METRICS:
-                    est = at_least_newcombe(est, per_seed)
-                n = int((~np.isnan(matrix)).sum())
-                rows.append(FormatDifferenceRow(
-                    metric=metric, dose=dose, safety=arm.safety, form=form, eval_set=group,
-                    from_format=str(reference), to_format=to_format, seeds=seeds, pooled=True, value=est.value,
-                    lo=est.lo, hi=est.hi, interval=est.interval, n=n,
-                    n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
+                    from_format=str(reference), to_format=to_format, seeds=change.seeds, pooled=len(seeds) > 1,
+                    value=est.value, lo=est.lo, hi=est.hi, interval=est.interval, n=change.n,
+                    n_unlabelled=change.n_unlabelled,
                 ))  # fmt: skip
     return rows

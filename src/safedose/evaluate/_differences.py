@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -91,13 +91,12 @@ def dose_differences(
                 if before is None or after is None:
                     continue
                 pairs = paired_values(before, after)
-                usable = [p for p in pairs.values() if p is not None]
-                xs, ys = [x for x, _ in usable], [y for _, y in usable]
-                est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
+                change = paired_change(metric, {seed: pairs})
+                est = change.est
                 rows.append(DifferenceRow(
                     metric=metric, eval_set=eval_set, **arm.arm_dict(), from_variant=from_name, to_variant=to_name,
                     from_dose=from_dose, to_dose=to_dose, seeds=[seed], pooled=False, value=est.value, lo=est.lo,
-                    hi=est.hi, interval=est.interval, n=len(usable), n_unlabelled=len(pairs) - len(usable),
+                    hi=est.hi, interval=est.interval, n=change.n, n_unlabelled=change.n_unlabelled,
                 ))  # fmt: skip
                 per_seed[seed] = pairs
             if len(per_seed) >= 2:
@@ -140,18 +139,43 @@ def at_least_newcombe(est: Estimate, per_seed: Mapping[int, Pairs]) -> Estimate:
     return Estimate(est.value, min(est.lo, floor.lo), max(est.hi, floor.hi), est.interval)
 
 
-def _pooled_difference(metric: str, eval_set: str, arm: CellKey, from_dose: int | None, to_dose: int,
-                       per_seed: Mapping[int, Pairs]) -> DifferenceRow:  # fmt: skip
+@dataclass(frozen=True)
+class PairedChange:
+    """A change measured on the same prompts: one seed's, or the mean over seeds of the per-seed changes."""
+
+    est: Estimate
+    seeds: list[int]
+    n: int  # usable pairs (prompt x seed)
+    n_unlabelled: int  # pairs left out because a side had no usable value
+
+
+def paired_change(metric: str, per_seed: Mapping[int, Pairs]) -> PairedChange:
+    """One seed: Newcombe's paired interval (shares) or a paired bootstrap (scores) over prompts. Several seeds: the
+    mean over seeds of the per-seed changes with a hierarchical bootstrap (seeds, then prompts), widened for shares to
+    at least Newcombe's interval of the seed-averaged table."""
+    total = sum(len(pairs) for pairs in per_seed.values())
+    if len(per_seed) == 1:
+        ((seed, pairs),) = per_seed.items()
+        usable = [p for p in pairs.values() if p is not None]
+        xs, ys = [x for x, _ in usable], [y for _, y in usable]
+        est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
+        return PairedChange(est, [seed], len(usable), total - len(usable))
     diffs = {s: {i: None if p is None else p[1] - p[0] for i, p in pairs.items()} for s, pairs in per_seed.items()}
     seeds, matrix = seeds_by_prompts(diffs)
     est = hierarchical_bootstrap(matrix)
     if metric in BINARY_METRICS:
         est = at_least_newcombe(est, per_seed)
     n = int((~np.isnan(matrix)).sum())
+    return PairedChange(est, seeds, n, total - n)
+
+
+def _pooled_difference(metric: str, eval_set: str, arm: CellKey, from_dose: int | None, to_dose: int,
+                       per_seed: Mapping[int, Pairs]) -> DifferenceRow:  # fmt: skip
+    change = paired_change(metric, per_seed)
+    est = change.est
     from_variant = BASE if from_dose is None else pooled_name(from_dose, arm)
     return DifferenceRow(
         metric=metric, eval_set=eval_set, **arm.arm_dict(), from_variant=from_variant,
-        to_variant=pooled_name(to_dose, arm), from_dose=from_dose, to_dose=to_dose, seeds=seeds, pooled=True,
-        value=est.value, lo=est.lo, hi=est.hi, interval=est.interval, n=n,
-        n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
+        to_variant=pooled_name(to_dose, arm), from_dose=from_dose, to_dose=to_dose, seeds=change.seeds, pooled=True,
+        value=est.value, lo=est.lo, hi=est.hi, interval=est.interval, n=change.n, n_unlabelled=change.n_unlabelled,
     )  # fmt: skip

@@ -8,13 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from safedose.evaluate._differences import Pairs, at_least_newcombe, paired_values
-from safedose.evaluate._metrics import BINARY_METRICS, CONTINUOUS_METRICS, observations, seeds_by_prompts, variants
+from safedose.evaluate._differences import Pairs, paired_change, paired_values
+from safedose.evaluate._metrics import observations, variants
 from safedose.run import CellKey, JudgedAnswer
-from safedose.stats import Interval, hierarchical_bootstrap, newcombe_paired, paired_bootstrap
+from safedose.stats import Interval
 
 # What the comparison reports: the harm and over-refusal shares that decide a dose.
 SOURCE_METRICS = ("harmful_compliance", "over_refusal")
@@ -89,21 +88,10 @@ def cross_source(answers: Sequence[JudgedAnswer], *, cells: Sequence[Mapping[str
 
 def _row(metric: str, eval_set: str, key: CellKey, reference: str, other: str,
          per_seed: Mapping[int, Pairs]) -> SourceDifferenceRow:  # fmt: skip
-    pooled = len(per_seed) > 1
-    if pooled:
-        diffs = {s: {i: None if p is None else p[1] - p[0] for i, p in pairs.items()} for s, pairs in per_seed.items()}
-        seeds, matrix = seeds_by_prompts(diffs)
-        est = hierarchical_bootstrap(matrix)
-        if metric in BINARY_METRICS:
-            est = at_least_newcombe(est, per_seed)
-        n = int((~np.isnan(matrix)).sum())
-    else:
-        usable = [p for pairs in per_seed.values() for p in pairs.values() if p is not None]
-        xs, ys = [x for x, _ in usable], [y for _, y in usable]
-        est = paired_bootstrap(xs, ys) if metric in CONTINUOUS_METRICS else newcombe_paired(xs, ys)
-        seeds, n = sorted(per_seed), len(usable)
+    change = paired_change(metric, per_seed)
+    est = change.est
     return SourceDifferenceRow(
         metric=metric, eval_set=eval_set, dose=int(key.dose or 0), format=key.format, from_safety=reference,
-        to_safety=other, seeds=seeds, pooled=pooled, value=est.value, lo=est.lo, hi=est.hi, interval=est.interval,
-        n=n, n_unlabelled=sum(len(p) for p in per_seed.values()) - n,
+        to_safety=other, seeds=change.seeds, pooled=len(per_seed) > 1, value=est.value, lo=est.lo, hi=est.hi,
+        interval=est.interval, n=change.n, n_unlabelled=change.n_unlabelled,
     )  # fmt: skip
